@@ -1,0 +1,158 @@
+"""Cache activations of a dataset at chosen hook sites into a store on disk.
+
+Examples are batched and right-padded, sorted by length inside each shard to waste
+little compute on padding. The forward stops after the deepest requested block, and
+hooks reduce activations to the selected tokens in place, so only those leave the
+model. Each shard is written atomically; re-running the same call resumes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heldout.activations.selection import check_selection, select_tokens
+from heldout.activations.sites import HookSite, parse_sites
+from heldout.activations.store import STORE_DTYPES, ActivationStore
+from heldout.activations.writer import StoreWriter
+from heldout.data import Dataset, TokenizedExample, tokenize_dataset
+from heldout.errors import ConfigError, DataError
+
+
+def pad_batch(batch: Sequence[TokenizedExample], pad_id: int, device: Any
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token ids: (input_ids, attention_mask, response_mask), each (batch, pos)."""
+    width = max(len(t.input_ids) for t in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    response = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, tok in enumerate(batch):
+        n = len(tok.input_ids)
+        ids[row, :n] = torch.tensor(tok.input_ids)
+        attention[row, :n] = 1
+        response[row, :n] = torch.tensor(tok.response_mask)
+    return ids.to(device), attention.to(device), response.to(device)
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def forward_selected(model: Any, hook_names: dict[HookSite, str], stop_at_layer: int | None,
+                     ids: torch.Tensor, attention: torch.Tensor, response: torch.Tensor,
+                     select: str) -> dict[HookSite, torch.Tensor]:
+    """One forward pass; returns {site: selected activations} (float32 on the model device)."""
+    captured: dict[HookSite, torch.Tensor] = {}
+
+    def make_hook(site: HookSite) -> Any:
+        def hook(acts: torch.Tensor, hook: Any) -> None:
+            captured[site] = select_tokens(acts.detach(), response, select).float()
+        return hook
+
+    fwd_hooks = [(name, make_hook(site)) for site, name in hook_names.items()]
+    with torch.no_grad():
+        model.run_with_hooks(ids, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer,
+                             attention_mask=attention)
+    return captured
+
+
+def stop_layer(model: Any, sites: Sequence[HookSite]) -> int | None:
+    """The ``stop_at_layer`` that runs exactly the blocks the sites need."""
+    deepest = max(s.layer for s in sites) + 1
+    return deepest if deepest < int(model.cfg.n_layers) else int(model.cfg.n_layers)
+
+
+def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite], *,
+                      out: str | os.PathLike[str], select: str = "last",
+                      dtype: str = "float32", batch_size: int = 32, shard_rows: int = 4096,
+                      max_length: int | None = None, truncate: bool = False,
+                      progress: bool = True) -> ActivationStore:
+    """Run ``dataset`` through ``model`` and store activations at ``sites`` under ``out``.
+
+    model : a TransformerBridge (see ``heldout.models.load_model``).
+    sites : e.g. ``"resid_post:0-3"`` or a list of HookSite.
+    select : ``last`` | ``mean`` | ``tokens`` (see ``heldout.activations.selection``).
+    dtype : storage dtype, ``float32`` | ``bfloat16`` | ``float16``.
+    max_length : defaults to the model's context ``cfg.n_ctx``; longer examples raise
+        DataError unless ``truncate=True``.
+
+    Everything is validated (sites, selection, dtype, every example's tokens, an existing
+    store's identity) before the first forward pass. Re-running the same call resumes.
+    """
+    from heldout.models import model_fingerprint
+
+    select = check_selection(select)
+    if dtype not in STORE_DTYPES:
+        raise ConfigError(f"unknown storage dtype {dtype!r}",
+                          fix=f"use one of {', '.join(STORE_DTYPES)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}", fix="pass a positive size")
+    site_list = parse_sites(list(sites) if not isinstance(sites, str) else sites,
+                            n_layers=int(model.cfg.n_layers))
+    hook_names = {site: site.resolve(model) for site in site_list}
+    if len(dataset) == 0:
+        raise DataError("the dataset has no examples", fix="pass a non-empty dataset")
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ConfigError("the model has no tokenizer",
+                          fix="load it with a tokenizer (load_model(..., tokenizer=...))")
+    n_ctx = int(model.cfg.n_ctx)
+    max_length = n_ctx if max_length is None else min(max_length, n_ctx)
+    tokens = tokenize_dataset(dataset, tokenizer, max_length=max_length, truncate=truncate)
+    identity = {
+        "model_fingerprint": model_fingerprint(model),
+        "dataset_fingerprint": dataset.fingerprint(),
+        "sites": [str(s) for s in site_list], "selection": select, "dtype": dtype,
+        "d_model": int(model.cfg.d_model), "n_rows": len(dataset), "shard_rows": shard_rows,
+        "max_length": max_length, "truncate": truncate,
+    }
+    splits = [e.split for e in dataset]
+    groups = [e.group for e in dataset]
+    writer = StoreWriter(Path(out), identity, labels=dataset.labels.tolist(), ids=dataset.ids,
+                         splits=splits if any(s is not None for s in splits) else None,
+                         groups=groups if any(g is not None for g in groups) else None,
+                         hook_names={str(s): n for s, n in hook_names.items()})
+    pending = writer.pending_shards()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = _model_device(model)
+    stop_at = stop_layer(model, site_list)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(np.subtract(*writer.shard_rows_range(i)[::-1]) for i in pending),
+               desc=f"cache {select}", unit="ex", disable=not progress)
+    for index in pending:
+        lo, hi = writer.shard_rows_range(index)
+        # Sort by length inside the shard so batches hold similar lengths.
+        order = sorted(range(lo, hi), key=lambda r: len(tokens[r].input_ids))
+        pieces: dict[HookSite, list[tuple[int, torch.Tensor]]] = {s: [] for s in site_list}
+        counts: dict[int, int] = {}
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = [tokens[r] for r in rows]
+            ids, attention, response = pad_batch(batch, pad_id, device)
+            selected = forward_selected(model, hook_names, stop_at, ids, attention, response,
+                                        select)
+            if select == "tokens":
+                sizes = [t.n_response for t in batch]
+                for site in site_list:
+                    for r, chunk in zip(rows, torch.split(selected[site].cpu(), sizes)):
+                        pieces[site].append((r, chunk))
+                counts.update(zip(rows, sizes))
+            else:
+                for site in site_list:
+                    for r, row in zip(rows, selected[site].cpu()):
+                        pieces[site].append((r, row[None]))
+            bar.update(len(rows))
+        arrays = {site: torch.cat([t for _, t in sorted(p, key=lambda x: x[0])])
+                  for site, p in pieces.items()}
+        offsets = None
+        if select == "tokens":
+            offsets = np.concatenate([[0], np.cumsum([counts[r] for r in range(lo, hi)])])
+        writer.write_shard(index, arrays, offsets=offsets)
+    bar.close()
+    return ActivationStore.open(out)

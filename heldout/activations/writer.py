@@ -1,0 +1,140 @@
+"""Writing a store: create or resume, one atomic shard at a time.
+
+The writer refuses to touch a folder that holds another run's store (a different model,
+dataset, site list, selection, dtype, ...), so a resumed run never mixes rows of two
+runs. Identity is checked before any shard is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heldout.activations.sites import HookSite
+from heldout.activations.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    IDENTITY_FIELDS,
+    MANIFEST,
+    ActivationStore,
+    sha256_file,
+    shard_name,
+    write_json_atomic,
+)
+from heldout.errors import CorruptShardError, StoreError, StoreMismatchError
+
+
+def _describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
+    diffs = []
+    for key in IDENTITY_FIELDS:
+        if old.get(key) != new.get(key):
+            a, b = str(old.get(key)), str(new.get(key))
+            diffs.append(f"{key}: store has {a[:60]}, this run has {b[:60]}")
+    return "; ".join(diffs)
+
+
+class StoreWriter:
+    """Creates a store folder or reopens one for resuming.
+
+    identity : the IDENTITY_FIELDS of this run (fingerprints, sites, selection, ...).
+    """
+
+    def __init__(self, path: Path, identity: dict[str, Any], *, labels: list[int],
+                 ids: list[str], splits: list[str | None] | None,
+                 groups: list[str | None] | None, hook_names: dict[str, str]) -> None:
+        from heldout import __version__
+
+        self.path = path
+        if identity["shard_rows"] < 1:
+            raise StoreError(f"shard_rows must be >= 1, got {identity['shard_rows']}",
+                             fix="pass a positive shard size")
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{str(path)!r} exists and is not a folder",
+                             fix="choose another --out path")
+        manifest_path = path / MANIFEST
+        if manifest_path.is_file():
+            existing = ActivationStore.open(path, allow_incomplete=True, verify=False).manifest
+            old_identity = {k: existing.get(k) for k in IDENTITY_FIELDS}
+            if old_identity != identity:
+                raise StoreMismatchError(
+                    f"{str(path)!r} already holds a store from another run "
+                    f"({_describe_mismatch(old_identity, identity)})",
+                    fix="use a new --out folder, or delete the old store to start over")
+            self.manifest = existing
+            self._drop_bad_shards()
+        else:
+            if path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".")):
+                raise StoreError(f"{str(path)!r} is a non-empty folder that is not a store",
+                                 fix="choose a new or empty --out folder")
+            self.manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                             "heldout_version": __version__, **identity,
+                             "hook_names": hook_names, "labels": labels, "ids": ids,
+                             "splits": splits, "groups": groups, "shards": []}
+            path.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(manifest_path, self.manifest)
+        for stale in path.glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+    def _drop_bad_shards(self) -> None:
+        """Forget listed shards whose file is missing, truncated or fails its checksum."""
+        good = []
+        for shard in self.manifest["shards"]:
+            file = self.path / shard["file"]
+            if (file.is_file() and file.stat().st_size == shard["bytes"]
+                    and sha256_file(file) == shard["sha256"]):
+                good.append(shard)
+        if len(good) != len(self.manifest["shards"]):
+            self.manifest["shards"] = good
+            write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    @property
+    def n_shards(self) -> int:
+        rows, per = self.manifest["n_rows"], self.manifest["shard_rows"]
+        return (rows + per - 1) // per
+
+    def shard_rows_range(self, index: int) -> tuple[int, int]:
+        per = self.manifest["shard_rows"]
+        return index * per, min((index + 1) * per, self.manifest["n_rows"])
+
+    def pending_shards(self) -> list[int]:
+        done = {s["file"] for s in self.manifest["shards"]}
+        return [i for i in range(self.n_shards) if shard_name(i) not in done]
+
+    def write_shard(self, index: int, arrays: dict[HookSite, Any],
+                    offsets: np.ndarray | None = None) -> None:
+        """Write shard ``index`` atomically, then record it in the manifest.
+
+        arrays : {site: tensor or array (rows or tokens, d_model)}, cast to the store dtype.
+        """
+        import torch
+        from safetensors.torch import save_file
+
+        lo, hi = self.shard_rows_range(index)
+        dtype = getattr(torch, self.manifest["dtype"])
+        tensors: dict[str, torch.Tensor] = {}
+        for site, value in arrays.items():
+            tensor = torch.as_tensor(value).detach().to("cpu", dtype).contiguous()
+            if offsets is None and tensor.shape[0] != hi - lo:
+                raise CorruptShardError(f"shard {index} got {tensor.shape[0]} rows for {site}, "
+                                        f"expected {hi - lo}", fix="this is a bug in heldout")
+            tensors[site.key] = tensor
+        if offsets is not None:
+            tensors["offsets"] = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
+        final = self.path / shard_name(index)
+        tmp = self.path / f".{final.name}.tmp-{os.getpid()}"
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "rows": f"{lo}:{hi}"})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, final)
+        entry = {"file": final.name, "rows": [lo, hi], "bytes": final.stat().st_size,
+                 "sha256": digest}
+        if offsets is not None:
+            entry["n_tokens"] = int(offsets[-1])
+        self.manifest["shards"] = [s for s in self.manifest["shards"] if s["file"] != final.name]
+        self.manifest["shards"].append(entry)
+        self.manifest["shards"].sort(key=lambda s: s["rows"][0])
+        write_json_atomic(self.path / MANIFEST, self.manifest)
