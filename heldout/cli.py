@@ -1,0 +1,52 @@
+"""The ``heldout`` command. Each area registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from heldout.errors import HeldoutError
+
+# Modules with a ``register(subparsers)`` function, added when present.
+COMMAND_MODULES = ("heldout.activations.commands", "heldout.probes.commands",
+                   "heldout.organism.commands", "heldout.training.commands",
+                   "heldout.analysis.commands")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from heldout import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="heldout",
+        description="Probes for misbehavior in language models, and training against them "
+                    "with held-out monitors.")
+    parser.add_argument("--version", action="version", version=f"heldout {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HeldoutError as err:
+        print(f"heldout {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"heldout {args.command}: interrupted; finished work is kept on disk "
+              "(re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
