@@ -1,0 +1,87 @@
+"""Plots people would rather look at than read: ROC curves and score histograms.
+
+Every function writes one PNG (matplotlib's Agg backend, no display needed) and
+returns its path. Per-layer sweep plots live with the sweep (heldout.probes.sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_points(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) over every distinct threshold."""
+    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
+    thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
+    fpr = np.concatenate([[0.0], [(neg >= t).mean() for t in thresholds]])
+    tpr = np.concatenate([[0.0], [(pos >= t).mean() for t in thresholds]])
+    return fpr, tpr
+
+
+def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                    title: str = "ROC curves", mark_fpr: float = 0.01) -> Path:
+    """curves : {label: (scores of misbehaving examples, scores of benign examples)}.
+
+    Drawn twice: linear axes, and a log FPR axis where the 1% FPR operating point that
+    monitors actually use is visible.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for label, (pos, neg) in curves.items():
+        fpr, tpr = roc_points(pos, neg)
+        for ax in axes:
+            ax.plot(fpr, tpr, label=label, drawstyle="steps-post")
+    for ax, scale in zip(axes, ("linear", "log")):
+        ax.set_xscale(scale)
+        ax.axvline(mark_fpr, color="grey", ls=":", lw=1)
+        ax.set_xlabel("false-positive rate" + (" (log)" if scale == "log" else ""))
+        ax.set_ylabel("true-positive rate (recall)")
+        ax.grid(alpha=0.3)
+    axes[1].set_xlim(left=1e-3)
+    axes[0].plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_score_histograms(groups: Mapping[str, np.ndarray], path: str | Path, *,
+                          threshold: float | None = None,
+                          title: str = "Probe scores") -> Path:
+    """groups : {label: scores}, e.g. honest / misbehaving / control; one histogram each
+    on shared bins, with the calibrated threshold as a vertical line."""
+    plt = _pyplot()
+    values = [np.asarray(v, float) for v in groups.values()]
+    lo = min(float(v.min()) for v in values if v.size)
+    hi = max(float(v.max()) for v in values if v.size)
+    bins = np.linspace(lo, hi, 41)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, scores in groups.items():
+        ax.hist(scores, bins=bins, alpha=0.5, label=f"{label} (n={len(scores)})", density=True)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, label="threshold @1% control FPR")
+    ax.set_xlabel("probe logit")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
