@@ -27,10 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def make_inputs(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    import random
+
     from heldout.data import Dataset
     from heldout.tiny import WORDS, write_tiny_checkpoint
-
-    import random
 
     model = write_tiny_checkpoint(root / "model", arch="gpt2", n_layers=args.layers,
                                   d_model=args.d_model, n_ctx=256, seed=0)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from heldout.activations.sites import HookSite
-from heldout.errors import CorruptShardError, DataError, StoreError, StoreMismatchError
+from heldout.errors import CorruptShardError, DataError, StoreError
 
 FORMAT = "heldout-activations"
 FORMAT_VERSION = 1
