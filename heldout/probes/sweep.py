@@ -1,0 +1,237 @@
+"""Fit every probe kind at every site of a store and compare them on held-out rows.
+
+The logistic probes of all sites are fitted together, as one batched L-BFGS over a
+(n_sites, d_model) weight tensor (:func:`~heldout.probes.linear.fit_logistic_batched`);
+its ``fit_seconds`` is the batched time divided by the number of sites. Thresholds come
+from a control set of benign examples (``control``: another store, its label-0 rows),
+or, without one, from the test split's negatives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heldout.activations.sites import HookSite
+from heldout.analysis.metrics import auroc, bootstrap_ci, recall_at_fpr, threshold_at_fpr
+from heldout.errors import ConfigError, DataError, StoreError
+from heldout.probes.base import BaseProbe, check_finite, check_labels, pad_tokens
+from heldout.probes.io import PROBES
+from heldout.probes.linear import LogisticProbe, fit_logistic_batched
+
+TOKEN_KINDS = ("attention", "token_mean", "token_max")
+"""Sweep names of the per-token probes (usable on ``tokens`` stores only)."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The outcome of :func:`sweep`."""
+
+    table: pd.DataFrame
+    """One row per (site, probe): site, layer, probe, auroc, auroc_low, auroc_high,
+    recall_at_fpr, recall_low, recall_high, threshold, fit_seconds, n_train, n_test,
+    n_control."""
+    best_site: HookSite
+    """Site of the best row: highest recall at ``fpr``, ties broken by AUROC."""
+    best_probe: str
+    """Probe name of the best row."""
+    fpr: float
+    """False-positive rate the thresholds were set at."""
+    probes: dict[tuple[str, str], BaseProbe] = field(repr=False)
+    """Fitted probes by ``(str(site), probe name)``, each with ``threshold_`` set."""
+
+    def plot(self, path: str | Path) -> Path:
+        """Per-layer AUROC and recall-at-FPR, one line per (site kind, probe), as PNG."""
+        return plot_sweep(self.table, path, fpr=self.fpr)
+
+
+def make_probe(name: str, params: dict[str, Any] | None = None) -> BaseProbe:
+    """A probe from its sweep/CLI name: a kind of :data:`~heldout.probes.io.PROBES`, or
+    ``token_mean`` / ``token_max`` for :class:`TokenLinearProbe` aggregations."""
+    params = dict(params or {})
+    if name in ("token_mean", "token_max"):
+        return PROBES["token_linear"](aggregate=name.split("_")[1], **params)
+    if name not in PROBES or name == "token_linear":
+        known = [k for k in PROBES if k != "token_linear"] + ["token_mean", "token_max"]
+        raise ConfigError(f"unknown probe {name!r}", fix=f"use one of {', '.join(known)}")
+    return PROBES[name](**params)
+
+
+def split_rows(store: Any, train_split: str, test_split: str, *, seed: int = 0,
+               test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices: by the store's split column, or, if the store has
+    none, by a seeded partition stratified by label."""
+    splits = list(store.splits)
+    if all(s is None for s in splits):
+        rng = np.random.default_rng(seed)
+        test = np.zeros(store.n_rows, dtype=bool)
+        for c in np.unique(store.labels):
+            idx = rng.permutation(np.flatnonzero(store.labels == c))
+            test[idx[: int(round(len(idx) * test_fraction))]] = True
+        return np.flatnonzero(~test), np.flatnonzero(test)
+    arr = np.array(["" if s is None else s for s in splits])
+    train, test = np.flatnonzero(arr == train_split), np.flatnonzero(arr == test_split)
+    for name, rows in ((train_split, train), (test_split, test)):
+        if len(rows) == 0:
+            have = sorted(set(arr.tolist()) - {""})
+            raise ConfigError(f"the store has no rows in split {name!r}; it has "
+                              f"{', '.join(have)}", fix="pass --train-split/--test-split "
+                              "naming existing splits")
+    return train, test
+
+
+def load_site(store: Any, site: HookSite, token_level: bool) -> np.ndarray:
+    """All activations at ``site``: (n_rows, d_model), or for ``tokens`` stores the mean
+    over tokens (pooled probes) or NaN-padded (n_rows, max_tokens, d) (token probes)."""
+    if store.selection == "tokens":
+        values, offsets = store.read_tokens(site)
+        check_finite(values, f"activations at {site}")
+        padded = pad_tokens(values, offsets)
+        return padded if token_level else np.nanmean(padded, axis=1).astype(np.float32)
+    if token_level:
+        raise ConfigError(f"per-token probes need a 'tokens' store; this one has selection "
+                          f"{store.selection!r}", fix="cache with --select tokens, or drop "
+                          f"{', '.join(TOKEN_KINDS)} from the probe list")
+    X = store.read(site)
+    check_finite(X, f"activations at {site}")
+    return X
+
+
+def _control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndarray:
+    if control.d_model != store.d_model or control.selection != store.selection:
+        raise StoreError("the control store does not match the store (d_model "
+                         f"{control.d_model} vs {store.d_model}, selection "
+                         f"{control.selection!r} vs {store.selection!r})",
+                         fix="cache the control set with the same model and selection")
+    missing = [str(s) for s in sites if s not in control.sites]
+    if missing:
+        raise StoreError(f"the control store lacks site(s) {', '.join(missing)}",
+                         fix="cache the control set at the same sites")
+    rows = np.flatnonzero(control.labels == 0)
+    if len(rows) == 0:
+        raise DataError("the control store has no benign (label 0) rows to set a "
+                        "threshold on", fix="use a control set of benign examples")
+    return rows
+
+
+def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
+          probes: Sequence[str] = ("logistic", "diffmeans", "lda"), control: Any = None,
+          train_split: str = "train", test_split: str = "test", fpr: float = 0.01, *,
+          seed: int = 0, test_fraction: float = 0.3, n_resamples: int = 200,
+          probe_params: dict[str, dict[str, Any]] | None = None) -> SweepResult:
+    """Fit each probe in ``probes`` at each site, score the test split, and tabulate.
+
+    Everything is validated (probe names, sites, splits, labels, control set) before
+    any probe is fitted. ``probe_params`` maps a probe name to constructor arguments.
+    """
+    names = list(dict.fromkeys(probes))
+    for name in names:
+        make_probe(name, (probe_params or {}).get(name))
+    if not 0 < fpr < 1:
+        raise ConfigError(f"fpr must be in (0, 1), got {fpr}", fix="use e.g. fpr=0.01")
+    if store.n_rows == 0:
+        raise DataError("the store is empty", fix="cache activations first")
+    site_list = list(store.sites) if sites is None else [
+        HookSite.parse(s) if isinstance(s, str) else s for s in sites]
+    missing = [str(s) for s in site_list if s not in store.sites]
+    if missing or not site_list:
+        raise StoreError(f"the store has no site(s) {', '.join(missing) or '(none given)'}; "
+                         f"it has {', '.join(str(s) for s in store.sites)}",
+                         fix="pick stored sites")
+    if store.selection != "tokens" and any(n in TOKEN_KINDS for n in names):
+        load_site(store, site_list[0], token_level=True)  # raises the ConfigError
+    train, test = split_rows(store, train_split, test_split, seed=seed,
+                             test_fraction=test_fraction)
+    y_train = check_labels(store.labels[train])
+    y_test = check_labels(store.labels[test])
+    ctrl_rows = None if control is None else _control_rows(control, store, site_list)
+
+    data: dict[tuple[HookSite, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for site in site_list:
+        for token_level in {n in TOKEN_KINDS for n in names}:
+            X = load_site(store, site, token_level)
+            X_te = X[test]
+            Xc = (X_te[y_test == 0] if ctrl_rows is None
+                  else load_site(control, site, token_level)[ctrl_rows])
+            data[site, token_level] = (X[train], X_te, Xc)
+
+    fitted: dict[tuple[str, str], tuple[BaseProbe, float]] = {}
+    if "logistic" in names:
+        params = (probe_params or {}).get("logistic") or {}
+        proto = LogisticProbe(**params)
+        start = time.perf_counter()
+        W, b, mean, scale, n_iter = fit_logistic_batched(
+            np.stack([data[s, False][0] for s in site_list]), y_train, C=proto.C,
+            max_iter=proto.max_iter, tol=proto.tol, device=proto.device)
+        per_site = (time.perf_counter() - start) / len(site_list)
+        for i, site in enumerate(site_list):
+            probe = LogisticProbe.from_solution(proto.get_params(), W[i], float(b[i]),
+                                                mean[i], scale[i], n_iter)
+            fitted[str(site), "logistic"] = (probe, per_site)
+    for site in site_list:
+        for name in names:
+            if name == "logistic":
+                continue
+            probe = make_probe(name, (probe_params or {}).get(name))
+            start = time.perf_counter()
+            probe.fit(data[site, name in TOKEN_KINDS][0], y_train)
+            fitted[str(site), name] = (probe, time.perf_counter() - start)
+
+    rows = []
+    for site in site_list:
+        for name in names:
+            probe, seconds = fitted[str(site), name]
+            _, X_te, X_ctrl = data[site, name in TOKEN_KINDS]
+            scores, ctrl = probe.decision_function(X_te), probe.decision_function(X_ctrl)
+            probe.threshold_ = threshold_at_fpr(ctrl, fpr)
+            auc = bootstrap_ci(auroc, y_test, scores, strata=y_test, n_resamples=n_resamples,
+                               seed=seed)
+            rec = bootstrap_ci(lambda p, c: recall_at_fpr(p, c, fpr), scores[y_test == 1],
+                               ctrl, independent=True, n_resamples=n_resamples, seed=seed)
+            rows.append({"site": str(site), "kind": site.kind, "layer": site.layer,
+                         "probe": name, "auroc": auc.estimate, "auroc_low": auc.low,
+                         "auroc_high": auc.high, "recall_at_fpr": rec.estimate,
+                         "recall_low": rec.low, "recall_high": rec.high,
+                         "threshold": probe.threshold_, "fit_seconds": seconds,
+                         "n_train": len(train), "n_test": len(test), "n_control": len(ctrl)})
+    table = pd.DataFrame(rows)
+    best = table.sort_values(["recall_at_fpr", "auroc"], ascending=False, kind="stable").iloc[0]
+    return SweepResult(table=table, best_site=HookSite.parse(str(best["site"])),
+                       best_probe=str(best["probe"]), fpr=fpr,
+                       probes={k: v[0] for k, v in fitted.items()})
+
+
+def plot_sweep(table: pd.DataFrame, path: str | Path, *, fpr: float = 0.01) -> Path:
+    """Save a two-panel PNG (AUROC; recall at ``fpr``) against layer, with CI bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never try to open a window
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for (kind, name), group in table.groupby(["kind", "probe"], sort=True):
+        group = group.sort_values("layer")
+        for ax, col, lo, hi in ((axes[0], "auroc", "auroc_low", "auroc_high"),
+                                (axes[1], "recall_at_fpr", "recall_low", "recall_high")):
+            line, = ax.plot(group["layer"], group[col], marker="o", label=f"{name} ({kind})")
+            ax.fill_between(group["layer"], group[lo], group[hi], alpha=0.15,
+                            color=line.get_color())
+    axes[0].set_ylabel("AUROC")
+    axes[1].set_ylabel(f"recall at {fpr:.0%} FPR")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
