@@ -4,18 +4,26 @@ Examples are batched and right-padded, sorted by length inside each shard to was
 little compute on padding. The forward stops after the deepest requested block, and
 hooks reduce activations to the selected tokens in place, so only those leave the
 model. Each shard is written atomically; re-running the same call resumes.
+
+Under ``torchrun`` the same call splits the work: every rank runs the same checks
+(rank 0 also creates or resumes the store, and any rank's error stops all of them
+before work starts), then rank r computes every world_size-th pending shard. Shard
+contents do not depend on which rank computed them, so the store is the one a single
+process writes. See ``heldout.activations.distributed`` and ``writer``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from heldout.activations.distributed import Ranks, agree, barrier, process_group
 from heldout.activations.selection import check_selection, select_tokens
 from heldout.activations.sites import HookSite, parse_sites
 from heldout.activations.store import STORE_DTYPES, ActivationStore
@@ -83,7 +91,51 @@ def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | 
 
     Everything is validated (sites, selection, dtype, every example's tokens, an existing
     store's identity) before the first forward pass. Re-running the same call resumes.
+    Under ``torchrun`` (every rank calls this with the same arguments and its model on
+    its own device) the ranks split the shards and write one store; every rank returns it.
     """
+    with process_group(_model_device(model)) as ranks:
+        error: BaseException | None = None
+        plan = None
+        try:
+            plan = _prepare(model, dataset, sites, out=Path(out), select=select, dtype=dtype,
+                            batch_size=batch_size, shard_rows=shard_rows,
+                            max_length=max_length, truncate=truncate, owner=ranks.is_main)
+        except Exception as err:  # noqa: BLE001  (shared with the other ranks, re-raised)
+            error = err
+        agree(error)  # rank 0 has created or resumed the store once this returns
+        assert plan is not None
+        if not ranks.is_main:
+            try:
+                plan.writer = StoreWriter.attach(Path(out), plan.identity, ranks.rank)
+            except Exception as err:  # noqa: BLE001
+                error = err
+        agree(error)
+        _run(model, plan, ranks, batch_size=batch_size, progress=progress)
+        if ranks.distributed:
+            barrier()  # every rank has listed its shards
+            if ranks.is_main:
+                plan.writer.merge_sidecars(verify=False)  # checksums were just computed
+            barrier()
+    return ActivationStore.open(out)
+
+
+@dataclass
+class _Plan:
+    """What every rank needs to cache its shards, all checked before any work."""
+
+    sites: list[HookSite]
+    hook_names: dict[HookSite, str]
+    tokens: list[TokenizedExample]
+    identity: dict[str, Any]
+    select: str
+    writer: Any  # StoreWriter; rank 0 makes it in _prepare, other ranks attach after
+
+
+def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite], *, out: Path,
+             select: str, dtype: str, batch_size: int, shard_rows: int,
+             max_length: int | None, truncate: bool, owner: bool) -> _Plan:
+    """Validate everything; ``owner`` (rank 0, or a single process) also opens the store."""
     from heldout.models import model_fingerprint
 
     select = check_selection(select)
@@ -111,20 +163,31 @@ def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | 
         "d_model": int(model.cfg.d_model), "n_rows": len(dataset), "shard_rows": shard_rows,
         "max_length": max_length, "truncate": truncate,
     }
-    splits = [e.split for e in dataset]
-    groups = [e.group for e in dataset]
-    writer = StoreWriter(Path(out), identity, labels=dataset.labels.tolist(), ids=dataset.ids,
-                         splits=splits if any(s is not None for s in splits) else None,
-                         groups=groups if any(g is not None for g in groups) else None,
-                         hook_names={str(s): n for s, n in hook_names.items()})
-    pending = writer.pending_shards()
+    writer = None
+    if owner:
+        splits = [e.split for e in dataset]
+        groups = [e.group for e in dataset]
+        writer = StoreWriter(out, identity, labels=dataset.labels.tolist(), ids=dataset.ids,
+                             splits=splits if any(s is not None for s in splits) else None,
+                             groups=groups if any(g is not None for g in groups) else None,
+                             hook_names={str(s): n for s, n in hook_names.items()})
+    return _Plan(site_list, hook_names, tokens, identity, select, writer)
+
+
+def _run(model: Any, plan: _Plan, ranks: Ranks, *, batch_size: int, progress: bool) -> None:
+    """Compute and write this rank's share of the pending shards."""
+    writer, select, site_list, tokens = plan.writer, plan.select, plan.sites, plan.tokens
+    pending = writer.pending_shards()[ranks.rank::ranks.world_size]
+    tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = _model_device(model)
     stop_at = stop_layer(model, site_list)
     from tqdm.auto import tqdm
 
+    desc = f"cache {select}" + (f" [rank {ranks.rank}/{ranks.world_size}]"
+                                if ranks.distributed else "")
     bar = tqdm(total=sum(np.subtract(*writer.shard_rows_range(i)[::-1]) for i in pending),
-               desc=f"cache {select}", unit="ex", disable=not progress)
+               desc=desc, unit="ex", disable=not progress or not ranks.is_main)
     for index in pending:
         lo, hi = writer.shard_rows_range(index)
         # Sort by length inside the shard so batches hold similar lengths.
@@ -135,8 +198,8 @@ def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | 
             rows = order[start:start + batch_size]
             batch = [tokens[r] for r in rows]
             ids, attention, response = pad_batch(batch, pad_id, device)
-            selected = forward_selected(model, hook_names, stop_at, ids, attention, response,
-                                        select)
+            selected = forward_selected(model, plan.hook_names, stop_at, ids, attention,
+                                        response, select)
             if select == "tokens":
                 sizes = [t.n_response for t in batch]
                 for site in site_list:
@@ -155,4 +218,3 @@ def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | 
             offsets = np.concatenate([[0], np.cumsum([counts[r] for r in range(lo, hi)])])
         writer.write_shard(index, arrays, offsets=offsets)
     bar.close()
-    return ActivationStore.open(out)

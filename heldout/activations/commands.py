@@ -11,7 +11,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("cache", help="cache activations of a dataset into a store",
                               description="Run a dataset through a model and store the "
                                           "activations at the given sites. Re-running the "
-                                          "same command resumes an interrupted run.")
+                                          "same command resumes an interrupted run. Under "
+                                          "`torchrun --nproc_per_node=N -m heldout cache ...` "
+                                          "N processes (one per GPU) split the work and "
+                                          "write one store.")
     p.add_argument("--model", required=True, help="local Hugging Face checkpoint folder")
     p.add_argument("--data", required=True, help=".jsonl or .csv (statement,label) dataset")
     p.add_argument("--sites", required=True, help="e.g. resid_post:0-3,mlp_out:1 or resid_post:all")
@@ -23,7 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--truncate", action="store_true",
                    help="drop tokens from the left of over-long examples instead of failing")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, ... (default: cuda if available; under torchrun, "
+                        "cuda means each rank's own GPU, cuda:LOCAL_RANK)")
     p.set_defaults(func=run_cache)
 
     p = subparsers.add_parser("inspect", help="summarize an activation store")
@@ -40,25 +45,31 @@ def register(subparsers: Any) -> None:
 
 def run_cache(args: argparse.Namespace) -> int:
     from heldout.activations.cache import cache_activations
+    from heldout.activations.distributed import local_device, ranks_from_env
     from heldout.activations.sites import parse_sites
     from heldout.data import load_dataset
     from heldout.models import check_checkpoint_dir, load_model
 
-    # Cheap checks first, so bad input fails before the model is loaded.
+    # Cheap checks first, so bad input fails before the model is loaded. Every rank of
+    # a torchrun job makes the same checks, so all of them stop on the same error.
+    ranks = ranks_from_env()
     check_checkpoint_dir(args.model)
     dataset = load_dataset(args.data)
     parse_sites(args.sites)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=local_device(args.device))
     store = cache_activations(model, dataset, args.sites, out=args.out, select=args.select,
                               dtype=args.dtype, batch_size=args.batch_size,
                               shard_rows=args.shard_rows, max_length=args.max_length,
                               truncate=args.truncate)
-    print(f"wrote {store}")
+    if ranks.is_main:
+        print(f"wrote {store}" + (f" with {ranks.world_size} processes"
+                                  if ranks.distributed else ""))
     return 0
 
 
 def describe_store(path: str) -> str:
     from heldout.activations.store import ActivationStore
+    from heldout.activations.writer import SIDECAR_GLOB
 
     store = ActivationStore.open(path, allow_incomplete=True)
     m = store.manifest
@@ -76,6 +87,10 @@ def describe_store(path: str) -> str:
         f"model      {m['model_fingerprint']}   dataset {m['dataset_fingerprint']}",
         f"heldout    {m.get('heldout_version')}",
     ]
+    sidecars = sorted(store.path.glob(SIDECAR_GLOB))
+    if sidecars:
+        lines.append(f"unmerged   {len(sidecars)} rank sidecar file(s) list more finished "
+                     "shards: re-run the same cache command to merge them")
     if store.selection == "tokens":
         tokens = sum(s.get("n_tokens", 0) for s in m["shards"])
         lines.append(f"tokens     {tokens} response tokens "
