@@ -1,0 +1,113 @@
+"""Plots of every monitored curve of a fine-tuning run over steps (matplotlib, Agg).
+
+Reads a run folder's ``evals.jsonl`` (and ``steps.jsonl``) and writes PNGs under
+``<run>/plots``: ``behaviour.png`` (misbehavior rate, task accuracy, KL, ...), one
+``probe-<name>.png`` per probe (recall at both thresholds and AUROC, one line per data
+set: own outputs, fixed, forced, cross-model), ``retrained.png``, ``pca90.png``,
+``losses.png``. A control run, when given, is drawn dashed in the same axes.
+Analysis never touches a model: only the JSON records are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+Series = dict[tuple[str, ...], list[tuple[int, float]]]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def flatten(record: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], float]:
+    """Numeric leaves of a nested record, keyed by their path (a tuple of keys)."""
+    out: dict[tuple[str, ...], float] = {}
+    for key, value in record.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict):
+            out.update(flatten(value, path))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[path] = float(value)
+    return out
+
+
+def series(records: list[dict[str, Any]],
+           skip: tuple[str, ...] = ("step", "seconds", "forward_calls", "pca90_base")
+           ) -> Series:
+    """Every numeric curve over steps: ``{path: [(step, value), ...]}``."""
+    out: Series = defaultdict(list)
+    for record in records:
+        for path, value in flatten(record).items():
+            if path[0] not in skip and not path[-1].startswith("threshold"):
+                out[path].append((int(record["step"]), value))
+    return dict(out)
+
+
+def _layout(path: tuple[str, ...]) -> tuple[str, str, str]:
+    """(figure, panel, line) of a curve."""
+    if len(path) == 1:
+        return "behaviour", path[0], ""
+    if len(path) == 2:
+        return path[0], path[0], path[1]
+    if len(path) == 3:
+        return path[0] if path[0] != "probes" else f"probe-{path[1]}", path[2], \
+            path[1] if path[0] != "probes" else "all"
+    return f"{path[0][:-1]}-{path[1]}", path[-1], "/".join(path[2:-1])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None = None,
+             out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write one PNG per group of curves; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run)
+    out_dir = Path(out) if out is not None else run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = {"run": run_dir} if control is None else {"run": run_dir, "control": Path(control)}
+    figures: dict[str, dict[str, dict[tuple[str, str], list[tuple[int, float]]]]] = \
+        defaultdict(lambda: defaultdict(dict))
+    for which, folder in runs.items():
+        for key, points in series(_read(folder / "evals.jsonl")).items():
+            group, panel, line = _layout(key)
+            figures[group][panel][(line, which)] = points
+        for key, points in series(_read(folder / "steps.jsonl")).items():
+            if key[0] in ("loss", "losses"):
+                figures["losses"][key[-1]][("", which)] = points
+    written: list[Path] = []
+    for fig_name, panels in sorted(figures.items()):
+        n = len(panels)
+        cols = min(n, 3)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+        for ax, (panel, lines) in zip(axes.flat, sorted(panels.items())):
+            for (line, which), points in sorted(lines.items()):
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, "--" if which == "control" else "-", marker=".",
+                        label=f"{line} ({which})" if line else which)
+            ax.set_title(panel, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.legend(fontsize=6)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.suptitle(fig_name, fontsize=10)
+        fig.tight_layout()
+        path = out_dir / f"{_safe(fig_name)}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written

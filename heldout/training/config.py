@@ -1,0 +1,243 @@
+"""Configuration of a penalized fine-tuning run: small frozen dataclasses.
+
+A run is reproducible from its saved ``config.json``: :class:`TrainConfig` names the
+model, the data, every probe (trained against or held out) and the loop settings.
+``to_dict``/``from_dict`` round-trip through JSON; unknown fields and bad values raise
+:class:`heldout.errors.ConfigError` before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from heldout.errors import ConfigError
+
+Role = Literal["train_against", "held_out"]
+PenaltyShape = Literal["mean", "max", "neglog"]
+Schedule = Literal["constant", "linear", "cosine"]
+ROLES: tuple[str, ...] = get_args(Role)
+PENALTY_SHAPES: tuple[str, ...] = get_args(PenaltyShape)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+ORGANISM = "organism"
+"""``TrainConfig.model`` value that selects the built-in model organism."""
+
+
+def _choice(value: Any, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}", fix=f"use one of {', '.join(choices)}")
+
+
+def _from_dict(cls: Any, data: dict[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}",
+                          fix="write the config as a mapping of field names to values")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} field(s): {', '.join(unknown)}",
+                          fix=f"use only {', '.join(sorted(known))}")
+    return dict(data)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probe in a run: where it reads, whether it is trained against, how it penalizes."""
+
+    path: str
+    """A probe file written by ``heldout.probes.save_probe`` (``.safetensors``)."""
+    role: Role = "held_out"
+    """``train_against``: its score is a penalty in the loss; ``held_out``: it only watches."""
+    weight: float = 0.0
+    """λ, the penalty weight (``train_against`` only; must be >= 0)."""
+    penalty: PenaltyShape = "mean"
+    """Penalty shape over the probe's selected tokens: ``mean`` probability, ``max``
+    probability per example, or ``neglog`` = mean of -log(1 - p)."""
+    site: str | None = None
+    """Hook site such as ``resid_post:2``; default the site saved in the probe file."""
+    selection: str | None = None
+    """Token selection ``last`` | ``mean`` | ``tokens``; default the probe file's, else ``last``."""
+    name: str | None = None
+    """Name in logs and plots; default ``<role>/<file stem>``."""
+
+    def __post_init__(self) -> None:
+        _choice(self.role, ROLES, "probe role")
+        _choice(self.penalty, PENALTY_SHAPES, "penalty shape")
+        if not isinstance(self.weight, (int, float)) or self.weight != self.weight \
+                or self.weight < 0:
+            raise ConfigError(f"probe {self.path!r}: penalty weight λ must be >= 0, got "
+                              f"{self.weight!r}", fix="use a weight >= 0 (0 = watch only)")
+        if self.role == "held_out" and self.weight:
+            raise ConfigError(f"held-out probe {self.path!r} has weight {self.weight}",
+                              fix="set role='train_against' to penalize it, or weight=0")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{'against' if self.role == 'train_against' else 'heldout'}/" \
+                            f"{Path(self.path).stem}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeSpec:
+        return cls(**_from_dict(cls, data, "ProbeSpec"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a penalized fine-tuning run and its monitor."""
+
+    model: str = ORGANISM
+    """A local HF checkpoint folder, or ``"organism"`` for the built-in model organism."""
+    out: str = "runs/run"
+    """Run folder: config, logs, checkpoints, final probes, verdict, plots."""
+    probes: tuple[ProbeSpec, ...] = ()
+    """Probes trained against and held out (empty: a no-penalty control run)."""
+    train_data: str | None = None
+    """Fine-tuning JSONL (messages/prompt + response); organism default: its fine-tuning
+    set, whose targets keep the pressure to misbehave."""
+    eval_data: str | None = None
+    """Labeled evaluation JSONL (both labels); organism default: its ``test`` split."""
+    control_data: str | None = None
+    """Benign (label 0) JSONL to calibrate thresholds at ``fpr``; organism: ``control``."""
+    forced_data: str | None = None
+    """Teacher-forced misbehaving JSONL (label 1); organism: ``forced``. Optional."""
+    n_train: int = 2000
+    """Organism only: fine-tuning examples drawn."""
+    n_eval: int = 200
+    """Rows used from each of the evaluation, control and forced sets (0 = all)."""
+    steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Sequences per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    schedule: Schedule = "constant"
+    """Learning rate after warm-up: ``constant``, ``linear`` or ``cosine`` decay to 0."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = no clipping)."""
+    kl_weight: float = 0.0
+    """β, weight of KL(current ‖ frozen starting model) on response tokens."""
+    train_from_layer: int | None = None
+    """Fine-tune only blocks >= this layer; None = all weights."""
+    dropout: bool = False
+    """Keep the model's dropout active while training (default off: deterministic)."""
+    eval_every: int = 50
+    """Run the held-out monitor every N steps (and at step 0 and the last step)."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every N steps (and at the last step); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many most recent checkpoints to keep."""
+    fpr: float = 0.01
+    """False-positive rate at which thresholds are calibrated on the control set."""
+    max_new_tokens: int = 8
+    """Generation length when the monitor samples the model's own outputs."""
+    seed: int = 0
+    """Seed of the data order, torch and Python RNGs."""
+    plots: bool = True
+    """Write PNGs of every monitored curve at the end of the run (``<out>/plots``)."""
+    organism: dict[str, Any] = field(default_factory=dict)
+    """Organism only: ``OrganismConfig`` fields that differ from the defaults."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "probes", tuple(
+            p if isinstance(p, ProbeSpec) else ProbeSpec.from_dict(p) for p in self.probes))
+        for name in ("steps", "batch_size", "grad_accum", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}",
+                                  fix=f"set {name} to a positive integer")
+        for name in ("n_train", "n_eval", "warmup_steps", "checkpoint_every", "seed",
+                     "keep_checkpoints", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}",
+                                  fix=f"set {name} to 0 or more")
+        if not self.lr > 0:
+            raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr}", fix="use e.g. 1e-3")
+        for name in ("weight_decay", "max_grad_norm", "kl_weight"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {value}",
+                                  fix=f"set {name} to 0 or more")
+        if not 0 < self.fpr < 1:
+            raise ConfigError(f"TrainConfig.fpr must be in (0, 1), got {self.fpr}",
+                              fix="use e.g. 0.01")
+        _choice(self.schedule, SCHEDULES, "learning-rate schedule")
+        if self.train_from_layer is not None and self.train_from_layer < 0:
+            raise ConfigError(f"train_from_layer must be >= 0, got {self.train_from_layer}",
+                              fix="pass a block index, or None for all weights")
+        labels = [p.label for p in self.probes]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ConfigError(f"two probes share the name(s) {', '.join(dupes)}",
+                              fix="give each ProbeSpec a distinct name=")
+        if self.model != ORGANISM and (self.train_data is None or self.eval_data is None
+                                       or self.control_data is None):
+            raise ConfigError("a run on your own model needs train_data, eval_data and "
+                              "control_data", fix="pass the three JSONL files, or use "
+                                                  "model='organism'")
+
+    @property
+    def against(self) -> tuple[ProbeSpec, ...]:
+        """The probes trained against (role ``train_against``)."""
+        return tuple(p for p in self.probes if p.role == "train_against")
+
+    def control(self) -> TrainConfig:
+        """The no-penalty control of this run: same data, settings and probes (same
+        names), every probe held out; written to ``<out>/control``."""
+        return replace(self, out=str(Path(self.out) / "control"), probes=tuple(
+            ProbeSpec(path=p.path, site=p.site, selection=p.selection, name=p.label)
+            for p in self.probes))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["probes"] = [p.to_dict() for p in self.probes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = _from_dict(cls, data, "TrainConfig")
+        data["probes"] = tuple(ProbeSpec.from_dict(p) if isinstance(p, dict) else p
+                               for p in data.get("probes", ()))
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return replace(self, **changes)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n",
+                       encoding="utf-8")
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist", fix="check the path")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{p} is not valid JSON ({err})", fix="fix the file") from err
+        return cls.from_dict(data)
+
+    def fingerprint(self) -> str:
+        """Hash of every field except ``out``: a resume must match it."""
+        data = self.to_dict()
+        data.pop("out")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

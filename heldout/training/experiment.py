@@ -1,0 +1,203 @@
+"""Training against probes on the built-in model organism, end to end.
+
+- :func:`organism_resources`: the organism checkpoint, its fine-tuning data (targets
+  that keep the pressure to misbehave), evaluation/control/forced sets and labeler;
+- :func:`fit_organism_probes`: logistic probes on the base organism, one file per site;
+- :func:`run_pair`: a penalized run and its no-penalty control with the same probes,
+  and the verdict of each;
+- :func:`demo`: the whole thing at a size that runs in about two minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from heldout.data import Example
+from heldout.training.config import ProbeSpec, TrainConfig
+
+
+class OrganismLabeler:
+    """The organism's rule-based labeler (reads text only, never activations)."""
+
+    def misbehavior(self, example: Example, response: str) -> bool:
+        from heldout.organism.task import label_misbehavior
+
+        return label_misbehavior(example, response)
+
+    def correct(self, example: Example, response: str) -> bool:
+        """The task itself: the response states the true sum first."""
+        from heldout.organism.task import grade
+
+        g = grade(example, response)
+        return g.answer == g.truth
+
+
+def organism_checkpoint(overrides: dict[str, Any] | None = None,
+                        cache: str | os.PathLike[str] | None = None) -> Path:
+    """The organism's HF checkpoint folder, trained once and cached by config hash.
+
+    cache : default ``$HELDOUT_CACHE`` or ``~/.cache/heldout``.
+    """
+    from heldout.organism.config import OrganismConfig
+    from heldout.organism.train import train_organism, write_record
+
+    config = OrganismConfig.from_dict(dict(overrides or {}))
+    root = Path(cache or os.environ.get("HELDOUT_CACHE") or
+                Path.home() / ".cache" / "heldout") / "organisms"
+    folder = root / config.fingerprint()
+    if (folder / "organism.json").is_file() and _current(folder, config.max_operand):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        write_record(tmp, train_organism(config, tmp, progress=True))
+        if not (folder / "organism.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _current(folder: Path, max_operand: int) -> bool:
+    """Whether a cached organism's tokenizer covers the task's current words (the task
+    text may change without a config change during development)."""
+    import json
+
+    from heldout.organism.task import task_words
+
+    try:
+        vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    except (OSError, KeyError, ValueError):
+        return False
+    return set(task_words(max_operand)) <= set(vocab)
+
+
+def organism_resources(config: TrainConfig) -> tuple[Path, Any, OrganismLabeler]:
+    """(checkpoint folder, RunData, labeler) of the organism for ``config``."""
+    from heldout.organism.config import OrganismConfig
+    from heldout.organism.datasets import build_datasets, finetune_dataset
+    from heldout.training.monitor import EvalSets
+    from heldout.training.trainer import RunData
+
+    org = OrganismConfig.from_dict(dict(config.organism))
+    folder = organism_checkpoint(config.organism)
+    sets = build_datasets(org)
+    train = finetune_dataset(org, config.n_train, seed=1 + config.seed, targets="organism")
+    return folder, RunData(train=train, sets=EvalSets(
+        eval=sets["test"], control=sets["control"], forced=sets["forced"])), OrganismLabeler()
+
+
+def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
+                        selections: tuple[str, ...] = ("last",),
+                        organism: dict[str, Any] | None = None, fpr: float = 0.01
+                        ) -> dict[str, Path]:
+    """Fit a logistic probe per (site, selection) on the base organism's ``train``
+    split, calibrate it on ``control``; returns ``{"<site>/<selection>": file}``."""
+    import numpy as np
+    import torch
+
+    from heldout.activations.cache import forward_selected, pad_batch
+    from heldout.activations.sites import HookSite
+    from heldout.data import tokenize_dataset
+    from heldout.models import load_model, model_fingerprint
+    from heldout.organism.config import OrganismConfig
+    from heldout.organism.datasets import build_datasets
+    from heldout.probes.io import save_probe
+    from heldout.probes.linear import LogisticProbe
+
+    model = load_model(organism_checkpoint(organism), device="cpu")
+    data = build_datasets(OrganismConfig.from_dict(dict(organism or {})))
+    parsed = [HookSite.parse(s) for s in sites]
+    names = {s: s.resolve(model) for s in parsed}
+    pad = model.tokenizer.pad_token_id or 0
+    fingerprint = model_fingerprint(model)
+    out_dir = Path(out)
+    written: dict[str, Path] = {}
+    for sel in selections:
+        feats: dict[str, dict[Any, np.ndarray]] = {}
+        for split in ("train", "control"):
+            toks = tokenize_dataset(data[split], model.tokenizer)
+            chunks: dict[Any, list[torch.Tensor]] = {s: [] for s in parsed}
+            for i in range(0, len(toks), 256):
+                ids, att, resp = pad_batch(toks[i:i + 256], pad, "cpu")
+                got = forward_selected(model, names, None, ids, att, resp, sel)
+                for s in parsed:
+                    chunks[s].append(got[s])
+            feats[split] = {s: torch.cat(v).numpy() for s, v in chunks.items()}
+        for s in parsed:
+            probe = LogisticProbe().fit(feats["train"][s], data["train"].labels)
+            probe.calibrate(feats["control"][s], fpr=fpr)
+            key = f"{s}/{sel}"
+            written[key] = save_probe(probe, out_dir / f"{s.key}-{sel}.safetensors", site=s,
+                                      selection=sel, model_fingerprint=fingerprint)
+    return written
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A penalized run, its control, and both verdicts."""
+
+    run: Path
+    """The penalized run folder."""
+    control: Path
+    """The no-penalty control run folder."""
+    verdict: dict[str, Any]
+    """``verdict(run, control).to_dict()``."""
+    control_verdict: dict[str, Any]
+    """``verdict(control, control)`` for the same probe: what drift alone does."""
+
+
+def run_pair(config: TrainConfig, *, progress: bool = True, resume: bool = False
+             ) -> PairResult:
+    """Train ``config`` and its no-penalty control (``<out>/control``: every probe held
+    out), then write ``verdict.json`` in both folders."""
+    from heldout.analysis.verdict import verdict
+    from heldout.training.trainer import Trainer
+
+    if not config.against:
+        raise ValueError("run_pair needs at least one probe trained against")
+    control = config.control()
+    primary = [p.label for p in config.against]
+    Trainer(config, resume=resume, progress=progress).train()
+    Trainer(control, resume=resume, progress=progress).train()
+    main = verdict(config.out, control.out)
+    base = verdict(control.out, control.out, probes=primary)
+    main.save(Path(config.out) / "verdict.json")
+    base.save(Path(control.out) / "verdict.json")
+    from heldout.analysis.curves import plot_run
+
+    plot_run(config.out, control=control.out)
+    return PairResult(run=Path(config.out), control=Path(control.out),
+                      verdict=main.to_dict(), control_verdict=base.to_dict())
+
+
+def demo_config(out: str | os.PathLike[str], probe_files: dict[str, Path], *,
+                against: str = "resid_post:2/last", weight: float = 3.0, steps: int = 150,
+                eval_every: int = 50) -> TrainConfig:
+    """The demo's penalized config: one probe trained against (mean-probability
+    penalty, with gradient), the others held out."""
+    probes = tuple(ProbeSpec(path=str(path), name=key,
+                             role="train_against" if key == against else "held_out",
+                             weight=weight if key == against else 0.0)
+                   for key, path in probe_files.items())
+    return TrainConfig(out=str(out), probes=probes, steps=steps, eval_every=eval_every,
+                       checkpoint_every=eval_every, lr=3e-4, batch_size=32, n_eval=300)
+
+
+def demo(out: str | os.PathLike[str], *, steps: int = 150, weight: float = 3.0,
+         progress: bool = True) -> PairResult:
+    """Fine-tune the organism against one probe (resid_post:2, last token, with
+    gradient) and against none (control); return both verdicts. Probes on
+    resid_post:1-3 (last token and response mean) watch both runs. Curves land in
+    ``<out>/run/plots``; ``verdict.json`` in ``<out>/run`` and ``<out>/run/control``."""
+    files = fit_organism_probes(Path(out) / "base-probes",
+                                ["resid_post:1", "resid_post:2", "resid_post:3"],
+                                selections=("last", "mean"))
+    return run_pair(demo_config(Path(out) / "run", files, steps=steps, weight=weight),
+                    progress=progress)

@@ -1,0 +1,450 @@
+"""Penalized fine-tuning: task loss + Σ λᵢ · penalty(probeᵢ) (+ β · KL to the start).
+
+The penalty of each probe trained against is computed from activations captured by
+hooks in the same forward pass that gives the task loss (``run_with_hooks``): no
+second forward of the trained model. Probes are constants; the gradient reaches the
+model through its activations. A plain torch loop: AdamW, gradient clipping, warm-up
+and decay, gradient accumulation. Every step returns a :class:`StepResult`.
+
+Works from a notebook::
+
+    trainer = Trainer(TrainConfig(out="runs/a", probes=(ProbeSpec("p.safetensors",
+                      role="train_against", weight=5.0),)))
+    result = trainer.train()
+
+The run folder holds ``config.json``, ``steps.jsonl`` (one record per step),
+``evals.jsonl`` (one record per monitored evaluation), ``checkpoints/``, ``probes/``
+(probes retrained on the final model), ``model.safetensors`` (final weights) and
+``plots/``. ``Trainer(config, resume=True)`` continues from the newest checkpoint and
+produces the same records as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from torch.nn import functional as F
+
+from heldout.activations.cache import pad_batch
+from heldout.data import Dataset, Example, tokenize_dataset
+from heldout.errors import ConfigError, DataError, TrainingError
+from heldout.training import checkpoint as ckpt
+from heldout.training.config import ORGANISM, TrainConfig
+from heldout.training.monitor import EvalSets, Labeler, Monitor, summary_line
+from heldout.training.penalty import BoundProbe, bind_probe, capture
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """What a task loss sees: the trained model's logits on one micro-batch."""
+
+    logits: Float[Tensor, "batch pos vocab"]
+    """Logits of the trained model (in the autograd graph)."""
+    input_ids: Int[Tensor, "batch pos"]
+    """Token ids, right-padded."""
+    attention_mask: Int[Tensor, "batch pos"]
+    """1 on real tokens, 0 on padding."""
+    response_mask: Bool[Tensor, "batch pos"]
+    """True on response tokens."""
+    examples: tuple[Example, ...]
+    """The examples of the batch, in row order."""
+
+
+TaskLoss = Callable[[TaskBatch], Tensor]
+"""A task loss: ``loss(batch: TaskBatch) -> scalar Tensor`` differentiable in
+``batch.logits``. The default is :func:`sft_loss`."""
+
+
+def sft_loss(batch: TaskBatch) -> Tensor:
+    """Supervised cross-entropy of the response tokens (teacher-forced targets)."""
+    target = batch.input_ids[:, 1:]
+    mask = batch.response_mask[:, 1:]
+    logits = batch.logits[:, :-1]
+    return F.cross_entropy(logits[mask], target[mask])
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One optimizer step."""
+
+    step: int
+    """Steps completed after this one (1-based)."""
+    loss: float
+    """Total loss: task + Σ λ·penalty + β·KL (averaged over micro-batches)."""
+    losses: dict[str, float]
+    """Each named term, unweighted: ``task``, ``penalty/<probe>``, ``kl``."""
+    metrics: dict[str, float]
+    """``lr``, ``grad_norm``, ``prob/<probe>`` (mean probe probability), ``seconds``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "loss": self.loss, "losses": self.losses,
+                "metrics": self.metrics}
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The data of a run: fine-tuning examples and the monitor's sets."""
+
+    train: Dataset
+    """Fine-tuning examples (prompt + response)."""
+    sets: EvalSets
+    """Evaluation, control and forced sets."""
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Trainer.train` returns."""
+
+    out: Path
+    """The run folder."""
+    step: int
+    """Steps completed."""
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    """Every evaluation record of the run (read back from ``evals.jsonl``)."""
+    steps: list[StepResult] = field(default_factory=list)
+    """Steps taken in this call."""
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def clone_bridge(model: Any) -> Any:
+    """A frozen copy of a TransformerBridge (for the reference / base model)."""
+    from heldout.models import load_model
+
+    with torch.no_grad():  # replaces tensors cached by a grad-enabled forward
+        model(torch.zeros((1, 2), dtype=torch.long,
+                          device=next(model.parameters()).device))
+    hf = copy.deepcopy(model.original_model)
+    return load_model(hf, tokenizer=model.tokenizer,
+                      device=str(next(model.parameters()).device))
+
+
+def _lr_factor(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.schedule == "linear":
+        return max(0.0, 1.0 - frac)
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    return 1.0
+
+
+def _load_data(config: TrainConfig) -> RunData:
+    from heldout.data import load_dataset
+
+    assert config.train_data and config.eval_data and config.control_data
+    forced = load_dataset(config.forced_data) if config.forced_data else None
+    return RunData(train=load_dataset(config.train_data), sets=EvalSets(
+        eval=load_dataset(config.eval_data), control=load_dataset(config.control_data),
+        forced=forced))
+
+
+def _head(dataset: Dataset | None, n: int) -> Dataset | None:
+    if dataset is None or n == 0 or len(dataset) <= n:
+        return dataset
+    return Dataset(tuple(dataset.examples[:n]), source=getattr(dataset, "source", None))
+
+
+class Trainer:
+    """Penalized fine-tuning with a held-out monitor (see the module docstring).
+
+    config : the run's :class:`TrainConfig`.
+    model, reference : TransformerBridges; default loaded from ``config.model``. The
+        reference (frozen copy of the starting model) serves the KL term and the
+        monitor's base measurements.
+    data : default from the config's paths (or the organism's datasets).
+    labeler : grades the model's own outputs (default: the organism's labeler for the
+        organism; none otherwise).
+    task_loss : default :func:`sft_loss` (see :data:`TaskLoss`).
+    probes : already-loaded probe objects by ProbeSpec name (else read from the paths).
+    resume : continue from the newest checkpoint in ``config.out``.
+
+    Every input is checked before the first step: ConfigError, ProbeError, DataError,
+    TrainingError (a resume folder written by another config).
+    """
+
+    def __init__(self, config: TrainConfig, *, model: Any = None, reference: Any = None,
+                 data: RunData | None = None, labeler: Labeler | None = None,
+                 task_loss: TaskLoss | None = None, probes: dict[str, Any] | None = None,
+                 resume: bool = False, progress: bool = True) -> None:
+        from heldout.models import load_model
+
+        self.config = config
+        self.out = Path(config.out)
+        self.progress = progress
+        self.task_loss = task_loss or sft_loss
+        existing = ckpt.latest_checkpoint(self.out)
+        if resume:
+            if existing is None:
+                raise TrainingError(f"nothing to resume: {self.out} has no checkpoint",
+                                    fix="start the run without --resume")
+            saved = json.loads((existing / "state.json").read_text(encoding="utf-8"))
+            if saved.get("config_fingerprint") != config.fingerprint():
+                raise ConfigError(f"the run folder {self.out} was written by a different "
+                                  "config", fix="resume with the config saved in its "
+                                  "config.json, or start a new run in another folder")
+        elif existing is not None:
+            raise ConfigError(f"{self.out} already holds a run (checkpoint {existing.name})",
+                              fix="pass resume=True (--resume) to continue it, or choose "
+                                  "another output folder")
+        source: Any = config.model
+        if config.model == ORGANISM:
+            from heldout.training.experiment import organism_resources
+
+            source, org_data, org_labeler = organism_resources(config)
+            data = data or org_data
+            labeler = labeler or org_labeler
+        data = data or _load_data(config)
+        sets = EvalSets(eval=_head(data.sets.eval, config.n_eval),  # type: ignore[arg-type]
+                        control=_head(data.sets.control, config.n_eval),  # type: ignore[arg-type]
+                        forced=_head(data.sets.forced, config.n_eval))
+        sets.check()
+        if len(data.train) == 0:
+            raise DataError("the fine-tuning set is empty", fix="pass training examples")
+        self.model = model if model is not None else load_model(source)
+        if reference is None:
+            reference = load_model(source) if model is None else clone_bridge(self.model)
+        self.reference = reference
+        for p in self.reference.parameters():
+            p.requires_grad_(False)
+        self.reference.eval()
+        self.probes: list[BoundProbe] = [
+            bind_probe(spec, self.model, (probes or {}).get(spec.label))
+            for spec in config.probes]
+        self.against = [p for p in self.probes if p.spec.role == "train_against"]
+        self.params = self._trainable()
+        tok = self.model.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.examples = tuple(data.train)
+        self.tokens = tokenize_dataset(data.train, tok, max_length=int(self.model.cfg.n_ctx))
+        self.device = next(self.model.parameters()).device
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step_count = 0
+        self.monitor = Monitor(self.reference, self.probes, sets, labeler=labeler,
+                               fpr=config.fpr, max_new_tokens=config.max_new_tokens,
+                               seed=config.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            assert existing is not None
+            self._restore(existing)
+        else:
+            torch.manual_seed(config.seed)
+            random.seed(config.seed)
+            np.random.seed(config.seed)
+            config.save(self.out / "config.json")
+            for name in ("steps.jsonl", "evals.jsonl"):
+                (self.out / name).write_text("", encoding="utf-8")
+
+    # -- setup --------------------------------------------------------------------
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        k = self.config.train_from_layer
+        everything = list(self.model.parameters())
+        if k is None:
+            chosen = everything
+        else:
+            n_layers = int(self.model.cfg.n_layers)
+            if k >= n_layers:
+                raise ConfigError(f"train_from_layer={k}, but the model has {n_layers} "
+                                  f"blocks (0-{n_layers - 1})",
+                                  fix=f"pick a block between 0 and {n_layers - 1}")
+            ids = {id(p) for i in range(k, n_layers) for p in self.model.blocks[i].parameters()}
+            chosen = [p for p in everything if id(p) in ids]
+        keep = {id(p) for p in chosen}
+        for p in everything:
+            p.requires_grad_(id(p) in keep)
+        return chosen
+
+    def _restore(self, folder: Path) -> None:
+        state = ckpt.load_checkpoint(folder)
+        ckpt.load_model_weights(self.model, state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        ckpt.restore_rng(state.rng_tensors, state.state["rng"], self.generator)
+        self.step_count = state.step
+        for name in ("steps.jsonl", "evals.jsonl"):  # drop records past the checkpoint
+            path = self.out / name
+            kept = [r for r in read_jsonl(path) if r["step"] <= state.step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    # -- one step -------------------------------------------------------------------
+    def step(self) -> StepResult:
+        """One optimizer step (``grad_accum`` micro-batches). TrainingError on a
+        non-finite loss or gradient, before the weights change."""
+        cfg = self.config
+        start = time.perf_counter()
+        self.model.train(cfg.dropout)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        total_sum = 0.0
+        for _ in range(cfg.grad_accum):
+            rows = torch.randint(0, len(self.tokens), (cfg.batch_size,),
+                                 generator=self.generator).tolist()
+            ids, attention, response = pad_batch([self.tokens[r] for r in rows], self.pad_id,
+                                                 self.device)
+            hooks, captured = capture([p.hook_name for p in self.against])
+            if hooks:
+                logits = self.model.run_with_hooks(ids, fwd_hooks=hooks,
+                                                   attention_mask=attention)
+            else:
+                logits = self.model(ids, attention_mask=attention)
+            terms = {"task": self.task_loss(TaskBatch(logits, ids, attention, response,
+                                                      tuple(self.examples[r] for r in rows)))}
+            total = terms["task"]
+            for p in self.against:
+                value, mean_p = p.penalty(captured[p.hook_name], response)
+                terms[f"penalty/{p.name}"] = value
+                metrics[f"prob/{p.name}"] = metrics.get(f"prob/{p.name}", 0.0) + \
+                    float(mean_p) / cfg.grad_accum
+                total = total + p.spec.weight * value
+            if cfg.kl_weight > 0:
+                terms["kl"] = self._kl(logits, ids, attention, response)
+                total = total + cfg.kl_weight * terms["kl"]
+            if not torch.isfinite(total):
+                shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                raise TrainingError(f"the loss is {float(total.detach())} at step "
+                                    f"{self.step_count + 1} ({shown})",
+                                    fix="lower the learning rate or the penalty weights, "
+                                        "then resume from the last good checkpoint")
+            (total / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
+            total_sum += float(total.detach()) / cfg.grad_accum
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not math.isfinite(grad_norm):
+            raise TrainingError(f"the gradient norm is {grad_norm} at step "
+                                f"{self.step_count + 1}",
+                                fix="lower the learning rate or the penalty weights, then "
+                                    "resume from the last good checkpoint")
+        lr = cfg.lr * _lr_factor(cfg, self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step_count += 1
+        metrics.update(lr=lr, grad_norm=grad_norm, seconds=time.perf_counter() - start)
+        return StepResult(step=self.step_count, loss=total_sum, losses=sums, metrics=metrics)
+
+    def _kl(self, logits: Tensor, ids: Tensor, attention: Tensor, response: Tensor) -> Tensor:
+        """KL(current ‖ reference) per response-predicting position, averaged."""
+        with torch.no_grad():
+            ref = self.reference(ids, attention_mask=attention)
+        mask = response[:, 1:]
+        cur = F.log_softmax(logits[:, :-1][mask].float(), -1)
+        base = F.log_softmax(ref[:, :-1][mask].float(), -1)
+        return F.kl_div(base, cur, log_target=True, reduction="batchmean")
+
+    # -- monitor, checkpoints, loop -------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """Run the monitor now; leaves every RNG as it was (so resume stays exact)."""
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            record = self.monitor.evaluate(self.model, self.step_count)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        return record
+
+    def save_checkpoint(self) -> Path:
+        return ckpt.save_checkpoint(self.out, self.step_count, self.model, self.optimizer,
+                                    self.generator,
+                                    {"config": self.config.to_dict(),
+                                     "config_fingerprint": self.config.fingerprint()},
+                                    keep=self.config.keep_checkpoints)
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        with open(self.out / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def train(self, until: int | None = None) -> RunResult:
+        """Train up to step ``until`` (default ``config.steps``), evaluating and
+        checkpointing on schedule; finishes the run folder at the last step."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        stop = cfg.steps if until is None else min(until, cfg.steps)
+        result = RunResult(out=self.out, step=self.step_count)
+        say = tqdm.write if self.progress else (lambda _: None)
+        if self.step_count == 0 and not read_jsonl(self.out / "evals.jsonl"):
+            record = self.evaluate()
+            self._append("evals.jsonl", record)
+            say(summary_line(record))
+        bar = tqdm(total=stop, initial=self.step_count, desc=f"train {self.out.name}",
+                   unit="step", disable=not self.progress)
+        while self.step_count < stop:
+            try:
+                res = self.step()
+            except TrainingError as err:
+                last = ckpt.latest_checkpoint(self.out)
+                where = f"the last good checkpoint is {last}" if last else \
+                    "no checkpoint was written yet"
+                raise TrainingError(f"{err.cause}; training stopped, {where}",
+                                    fix=err.fix) from err
+            result.steps.append(res)
+            self._append("steps.jsonl", res.to_dict())
+            bar.update(1)
+            bar.set_postfix(loss=f"{res.loss:.4f}")
+            done = self.step_count == cfg.steps
+            if self.step_count % cfg.eval_every == 0 or done:
+                record = self.evaluate()
+                self._append("evals.jsonl", record)
+                say(summary_line(record))
+            if (cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0) or done:
+                self.save_checkpoint()
+        bar.close()
+        if self.step_count == cfg.steps:
+            self.finish()
+        result.step = self.step_count
+        result.evaluations = read_jsonl(self.out / "evals.jsonl")
+        return result
+
+    def finish(self) -> None:
+        """Final weights, probes retrained on the final model, and the curve plots."""
+        from safetensors.torch import save_file
+
+        from heldout.analysis.curves import plot_run
+        from heldout.probes.io import save_probe
+        from heldout.probes.linear import LogisticProbe
+        from heldout.training.monitor import forward_pass
+
+        save_file({n: p.detach().cpu().clone(memory_format=torch.contiguous_format) for n, p in self.model.named_parameters()},
+                  str(self.out / "model.safetensors"))
+        mon = self.monitor
+        if self.probes:
+            self.model.eval()
+            cur = forward_pass(self.model, mon.tok_eval + mon.tok_control, self.probes,
+                               batch_size=mon.batch_size, pad_id=mon.pad_id,
+                               want_logprobs=False)
+            n_e = len(mon.tok_eval)
+            for key, acts in cur.pooled.items():
+                site, _, sel = key.partition("/")
+                probe = LogisticProbe().fit(acts[:n_e].numpy(), mon.sets.eval.labels)
+                probe.calibrate(acts[n_e:].numpy()[mon.control_mask], fpr=self.config.fpr)
+                save_probe(probe, self.out / "probes" / f"retrained-{site.replace(':', '.')}-"
+                           f"{sel}.safetensors", site=site, selection=sel)
+        if self.config.plots:
+            plot_run(self.out)
+
+
+def train(config: TrainConfig, **kwargs: Any) -> RunResult:
+    """``Trainer(config, **kwargs).train()``: one call from a notebook."""
+    return Trainer(config, **kwargs).train()
+
