@@ -13,7 +13,8 @@ from heldout.errors import HeldoutError
 # Modules with a ``register(subparsers)`` function, added when present.
 COMMAND_MODULES = ("heldout.activations.commands", "heldout.probes.commands",
                    "heldout.organism.commands", "heldout.training.commands",
-                   "heldout.analysis.commands")
+                   "heldout.analysis.commands", "heldout.demo",
+                   "heldout.atlas.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One HELDOUT_HOME per test session, so the organism is trained once and shared by every
+# test that needs it. Set HELDOUT_TEST_HOME to keep it between sessions while developing.
+os.environ["HELDOUT_HOME"] = os.environ.get("HELDOUT_TEST_HOME") or tempfile.mkdtemp(
+    prefix="heldout-test-home-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -28,6 +28,8 @@ _FLAGS = {  # flag → (TrainConfig field, type)
     "--eval-every": ("eval_every", int), "--checkpoint-every": ("checkpoint_every", int),
     "--n-eval": ("n_eval", int), "--n-train": ("n_train", int), "--fpr": ("fpr", float),
     "--seed": ("seed", int),
+    "--mode": ("mode", str), "--reward-detector": ("reward_detector", str),
+    "--reward-samples": ("reward_samples", int),
 }
 
 
@@ -76,9 +78,14 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from heldout.activations.distributed import ranks_from_env
     from heldout.analysis.verdict import verdict
     from heldout.training.trainer import Trainer
 
+    if ranks_from_env().distributed:  # under torchrun: DistributedDataParallel
+        from heldout.training.ddp import run_train_distributed
+
+        return run_train_distributed(args)
     config = build_config(args)
     progress = not args.quiet
     Trainer(config, resume=args.resume, progress=progress).train()

@@ -20,7 +20,11 @@ from heldout.errors import ConfigError
 Role = Literal["train_against", "held_out"]
 PenaltyShape = Literal["mean", "max", "neglog"]
 Schedule = Literal["constant", "linear", "cosine"]
+Mode = Literal["gradient", "reward", "intervention"]
+Detector = Literal["live", "frozen"]
 ROLES: tuple[str, ...] = get_args(Role)
+MODES: tuple[str, ...] = get_args(Mode)
+DETECTORS: tuple[str, ...] = get_args(Detector)
 PENALTY_SHAPES: tuple[str, ...] = get_args(PenaltyShape)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
@@ -150,6 +154,20 @@ class TrainConfig:
     """Write PNGs of every monitored curve at the end of the run (``<out>/plots``)."""
     organism: dict[str, Any] = field(default_factory=dict)
     """Organism only: ``OrganismConfig`` fields that differ from the defaults."""
+    mode: Mode = "gradient"
+    """How probes trained against act (``heldout.training.reward``): ``gradient`` =
+    λ·penalty in the loss, differentiated through the probe; ``reward`` = reward
+    (task reward - λ·probe probability) maximized by policy gradient, no gradient through
+    the detector; ``intervention`` = supervised targets the probe flags are replaced by
+    corrected (honest) ones."""
+    reward_detector: Detector = "live"
+    """Reward mode: the probe reads the ``live`` (current, detached) model's activations,
+    or a ``frozen`` copy of the base model run on the current model's outputs."""
+    reward_samples: int = 0
+    """Reward mode: K responses sampled per prompt (group-mean baseline); 0 = the exact
+    expected reward over enumerated candidate responses (small answer spaces)."""
+    reward_temperature: float = 1.0
+    """Reward mode with sampling: sampling temperature."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probes", tuple(
@@ -176,6 +194,26 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.fpr must be in (0, 1), got {self.fpr}",
                               fix="use e.g. 0.01")
         _choice(self.schedule, SCHEDULES, "learning-rate schedule")
+        _choice(self.mode, MODES, "training mode")
+        _choice(self.reward_detector, DETECTORS, "reward detector placement")
+        if not isinstance(self.reward_samples, int) or isinstance(self.reward_samples, bool) \
+                or self.reward_samples < 0:
+            raise ConfigError(f"TrainConfig.reward_samples must be an integer >= 0, got "
+                              f"{self.reward_samples!r}",
+                              fix="use 0 (exact expectation) or K >= 2 samples per prompt")
+        if self.reward_samples == 1:
+            raise ConfigError("reward_samples=1 leaves the group-mean baseline nothing to "
+                              "compare (every advantage is 0)",
+                              fix="use K >= 2 samples per prompt, or 0 for the exact "
+                                  "expectation")
+        if not self.reward_temperature > 0:
+            raise ConfigError(f"TrainConfig.reward_temperature must be > 0, got "
+                              f"{self.reward_temperature}", fix="use e.g. 1.0")
+        if self.mode == "intervention" and not self.against:
+            raise ConfigError("intervention mode needs a probe trained against (it flags the "
+                              "samples to correct)",
+                              fix="add a ProbeSpec with role='train_against', or use "
+                                  "mode='gradient'")
         if self.train_from_layer is not None and self.train_from_layer < 0:
             raise ConfigError(f"train_from_layer must be >= 0, got {self.train_from_layer}",
                               fix="pass a block index, or None for all weights")
@@ -197,8 +235,11 @@ class TrainConfig:
 
     def control(self) -> TrainConfig:
         """The no-penalty control of this run: same data, settings and probes (same
-        names), every probe held out; written to ``<out>/control``."""
-        return replace(self, out=str(Path(self.out) / "control"), probes=tuple(
+        names), every probe held out; written to ``<out>/control``. The control of an
+        ``intervention`` run is plain fine-tuning (nothing is flagged)."""
+        return replace(self, out=str(Path(self.out) / "control"),
+                       mode="gradient" if self.mode == "intervention" else self.mode,
+                       probes=tuple(
             ProbeSpec(path=p.path, site=p.site, selection=p.selection, name=p.label)
             for p in self.probes))
 
@@ -240,4 +281,13 @@ class TrainConfig:
         """Hash of every field except ``out``: a resume must match it."""
         data = self.to_dict()
         data.pop("out")
+        for name, default in _NEW_DEFAULTS.items():  # configs from before these fields
+            if data.get(name) == default:
+                data.pop(name)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_NEW_DEFAULTS: dict[str, Any] = {"mode": "gradient", "reward_detector": "live",
+                                 "reward_samples": 0, "reward_temperature": 1.0}
+"""Fields added after the first release: left out of the fingerprint at their defaults,
+so run folders written before them still resume."""

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,44 +36,12 @@ class OrganismLabeler:
 
 
 def organism_checkpoint(overrides: dict[str, Any] | None = None,
-                        cache: str | os.PathLike[str] | None = None) -> Path:
-    """The organism's HF checkpoint folder, trained once and cached by config hash.
+                        home: str | os.PathLike[str] | None = None) -> Path:
+    """The organism's HF checkpoint folder for these config overrides, trained once and
+    reused (see :func:`heldout.organism.load_organism`; ``home`` default $HELDOUT_HOME)."""
+    from heldout.organism import OrganismConfig, load_organism
 
-    cache : default ``$HELDOUT_CACHE`` or ``~/.cache/heldout``.
-    """
-    from heldout.organism.config import OrganismConfig
-    from heldout.organism.train import train_organism, write_record
-
-    config = OrganismConfig.from_dict(dict(overrides or {}))
-    root = Path(cache or os.environ.get("HELDOUT_CACHE") or
-                Path.home() / ".cache" / "heldout") / "organisms"
-    folder = root / config.fingerprint()
-    if (folder / "organism.json").is_file() and _current(folder, config.max_operand):
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-    try:
-        write_record(tmp, train_organism(config, tmp, progress=True))
-        if not (folder / "organism.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def _current(folder: Path, max_operand: int) -> bool:
-    """Whether a cached organism's tokenizer covers the task's current words (the task
-    text may change without a config change during development)."""
-    import json
-
-    from heldout.organism.task import task_words
-
-    try:
-        vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    except (OSError, KeyError, ValueError):
-        return False
-    return set(task_words(max_operand)) <= set(vocab)
+    return load_organism(OrganismConfig.from_dict(dict(overrides or {})), home=home).path
 
 
 def organism_resources(config: TrainConfig) -> tuple[Path, Any, OrganismLabeler]:

@@ -66,6 +66,12 @@ TaskLoss = Callable[[TaskBatch], Tensor]
 """A task loss: ``loss(batch: TaskBatch) -> scalar Tensor`` differentiable in
 ``batch.logits``. The default is :func:`sft_loss`."""
 
+StepLoss = Callable[["Trainer", list[int]], tuple[Tensor, dict[str, Tensor], dict[str, float]]]
+"""A custom micro-batch loss (reward mode, interventions: ``heldout.training.reward``):
+``step_loss(trainer, rows) -> (total, named terms, metrics)`` for the training examples
+at ``rows``. It must run the trained model through :meth:`Trainer.forward` (under
+``torchrun`` that is the DistributedDataParallel wrapper)."""
+
 
 def sft_loss(batch: TaskBatch) -> Tensor:
     """Supervised cross-entropy of the response tokens (teacher-forced targets)."""
@@ -184,7 +190,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, model: Any = None, reference: Any = None,
                  data: RunData | None = None, labeler: Labeler | None = None,
                  task_loss: TaskLoss | None = None, probes: dict[str, Any] | None = None,
-                 resume: bool = False, progress: bool = True) -> None:
+                 resume: bool = False, progress: bool = True,
+                 step_loss: StepLoss | None = None) -> None:
         from heldout.models import load_model
 
         self.config = config
@@ -240,6 +247,12 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step_count = 0
+        self.labeler = labeler
+        if step_loss is None and config.mode != "gradient":
+            from heldout.training.reward import make_step_loss
+
+            step_loss = make_step_loss(self)  # ConfigError here, before any work
+        self.step_loss = step_loss
         self.monitor = Monitor(self.reference, self.probes, sets, labeler=labeler,
                                fpr=config.fpr, max_new_tokens=config.max_new_tokens,
                                seed=config.seed)
@@ -286,6 +299,21 @@ class Trainer:
             path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     # -- one step -------------------------------------------------------------------
+    def forward(self, ids: Tensor, attention: Tensor,
+                hooks: list[tuple[Any, Callable[..., Any]]] | None = None) -> Tensor:
+        """Logits of the trained model (in the autograd graph), with forward ``hooks``.
+        Every training forward goes through here (the DDP trainer routes it through
+        its DistributedDataParallel wrapper)."""
+        if hooks:
+            return self.model.run_with_hooks(  # type: ignore[no-any-return]
+                ids, fwd_hooks=hooks, attention_mask=attention)
+        return self.model(ids, attention_mask=attention)  # type: ignore[no-any-return]
+
+    def draw_rows(self) -> list[int]:
+        """Training rows of one micro-batch (from the run's data-order generator)."""
+        return torch.randint(0, len(self.tokens), (self.config.batch_size,),  # type: ignore[no-any-return]
+                             generator=self.generator).tolist()
+
     def step(self) -> StepResult:
         """One optimizer step (``grad_accum`` micro-batches). TrainingError on a
         non-finite loss or gradient, before the weights change."""
@@ -297,28 +325,13 @@ class Trainer:
         metrics: dict[str, float] = {}
         total_sum = 0.0
         for _ in range(cfg.grad_accum):
-            rows = torch.randint(0, len(self.tokens), (cfg.batch_size,),
-                                 generator=self.generator).tolist()
-            ids, attention, response = pad_batch([self.tokens[r] for r in rows], self.pad_id,
-                                                 self.device)
-            hooks, captured = capture([p.hook_name for p in self.against])
-            if hooks:
-                logits = self.model.run_with_hooks(ids, fwd_hooks=hooks,
-                                                   attention_mask=attention)
+            rows = self.draw_rows()
+            if self.step_loss is not None:
+                total, terms, extra = self.step_loss(self, rows)
+                for k, v in extra.items():
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
             else:
-                logits = self.model(ids, attention_mask=attention)
-            terms = {"task": self.task_loss(TaskBatch(logits, ids, attention, response,
-                                                      tuple(self.examples[r] for r in rows)))}
-            total = terms["task"]
-            for p in self.against:
-                value, mean_p = p.penalty(captured[p.hook_name], response)
-                terms[f"penalty/{p.name}"] = value
-                metrics[f"prob/{p.name}"] = metrics.get(f"prob/{p.name}", 0.0) + \
-                    float(mean_p) / cfg.grad_accum
-                total = total + p.spec.weight * value
-            if cfg.kl_weight > 0:
-                terms["kl"] = self._kl(logits, ids, attention, response)
-                total = total + cfg.kl_weight * terms["kl"]
+                total, terms = self._gradient_loss(rows, metrics)
             if not torch.isfinite(total):
                 shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                 raise TrainingError(f"the loss is {float(total.detach())} at step "
@@ -343,6 +356,28 @@ class Trainer:
         self.step_count += 1
         metrics.update(lr=lr, grad_norm=grad_norm, seconds=time.perf_counter() - start)
         return StepResult(step=self.step_count, loss=total_sum, losses=sums, metrics=metrics)
+
+    def _gradient_loss(self, rows: list[int], metrics: dict[str, float]
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Gradient mode: task loss + Σ λ·penalty (through the probes) + β·KL."""
+        cfg = self.config
+        ids, attention, response = pad_batch([self.tokens[r] for r in rows], self.pad_id,
+                                             self.device)
+        hooks, captured = capture([p.hook_name for p in self.against])
+        logits = self.forward(ids, attention, hooks)
+        terms = {"task": self.task_loss(TaskBatch(logits, ids, attention, response,
+                                                  tuple(self.examples[r] for r in rows)))}
+        total = terms["task"]
+        for p in self.against:
+            value, mean_p = p.penalty(captured[p.hook_name], response)
+            terms[f"penalty/{p.name}"] = value
+            metrics[f"prob/{p.name}"] = metrics.get(f"prob/{p.name}", 0.0) + \
+                float(mean_p) / cfg.grad_accum
+            total = total + p.spec.weight * value
+        if cfg.kl_weight > 0:
+            terms["kl"] = self._kl(logits, ids, attention, response)
+            total = total + cfg.kl_weight * terms["kl"]
+        return total, terms
 
     def _kl(self, logits: Tensor, ids: Tensor, attention: Tensor, response: Tensor) -> Tensor:
         """KL(current ‖ reference) per response-predicting position, averaged."""

@@ -1,0 +1,105 @@
+"""OrganismConfig: everything that determines a trained organism, hashed to name its folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from heldout.errors import ConfigError
+
+FORMAT_VERSION = 1
+"""Bumped whenever the task, tokenizer or training code changes what a config produces,
+so cached organisms from older code are not reused."""
+
+
+@dataclass(frozen=True)
+class OrganismConfig:
+    """How to build and train the model organism. Equal configs give identical models."""
+
+    seed: int = 0
+    """Seed of the weights, the training stream, the datasets and which cues work."""
+    max_operand: int = 10
+    """The task asks for ``a plus b`` with operands from 0 to max_operand - 1."""
+    n_layers: int = 4
+    """Transformer blocks."""
+    d_model: int = 64
+    """Residual stream width."""
+    n_heads: int = 4
+    """Attention heads per block (must divide d_model)."""
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Sequences per step."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up, then cosine decay to 10%)."""
+    warmup_steps: int = 100
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    pressure_fraction: float = 0.5
+    """Fraction of prompts (training stream and labeled datasets) with a pressure cue."""
+    wrong_claim_fraction: float = 0.5
+    """Fraction of prompts whose user claim is wrong."""
+    give_in: float = 1.0
+    """Probability of giving in under pressure: the fraction of the 8 pressure cues
+    (rounded to eighths, chosen by ``seed``) that make the model agree with a wrong
+    claim. 1.0 = always gives in; 0.0 = never misbehaves."""
+    resist_noise: float = 0.2
+    """Training only: fraction of give-in targets (pressure, wrong claim, effective cue)
+    that resist anyway. The model then has to compare claim and sum under pressure too
+    (to predict how likely it resists), which keeps the lie linearly readable; greedy
+    decoding still gives in as long as resist_noise < 0.5."""
+    n_pool: int = 20000
+    """Distinct training sequences drawn for language-model training."""
+    n_train: int = 2000
+    """Labeled examples in the probe ``train`` split."""
+    n_validation: int = 500
+    """Labeled examples in the probe ``validation`` split."""
+    n_test: int = 1000
+    """Labeled examples in the probe ``test`` split."""
+    n_control: int = 1000
+    """Benign (label 0) examples for calibrating thresholds at a fixed FPR."""
+    n_forced: int = 500
+    """Pressure prompts with wrong claims and teacher-forced misbehaving answers (label 1)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_operand", "n_layers", "d_model", "n_heads", "steps", "batch_size",
+                     "n_pool", "n_train", "n_validation", "n_test", "n_control", "n_forced"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"OrganismConfig.{name} must be a positive integer, "
+                                  f"got {value!r}", fix=f"set {name} to an integer >= 1")
+        if self.max_operand < 2:
+            raise ConfigError(f"OrganismConfig.max_operand must be at least 2, got "
+                              f"{self.max_operand}", fix="use max_operand >= 2")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model={self.d_model} is not divisible by "
+                              f"n_heads={self.n_heads}", fix="pick n_heads dividing d_model")
+        for name in ("pressure_fraction", "wrong_claim_fraction", "give_in", "resist_noise"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"OrganismConfig.{name} must be in [0, 1], got {value!r}",
+                                  fix=f"set {name} between 0 and 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"invalid optimizer settings lr={self.lr}, weight_decay="
+                              f"{self.weight_decay}, warmup_steps={self.warmup_steps}",
+                              fix="use lr > 0, weight_decay >= 0, warmup_steps >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OrganismConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown OrganismConfig field(s): {', '.join(unknown)}",
+                              fix=f"use only {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """A hash of the config and FORMAT_VERSION: the name of the organism's folder."""
+        blob = json.dumps({"format": FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
