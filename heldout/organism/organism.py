@@ -165,7 +165,8 @@ def load_organism(config: OrganismConfig | None = None, home: str | os.PathLike[
 
     home : cache root, default ``$HELDOUT_HOME`` or ``~/.cache/heldout``.
     retrain : train a new one even if a cached checkpoint exists (it is replaced).
-    num_threads : torch CPU threads while training (default: torch's setting).
+    num_threads : torch CPU threads while training (default: train.TRAIN_THREADS, fixed
+        so the same config trains the same model in any process).
     """
     config = config or OrganismConfig()
     parent = heldout_home(home) / "organism"

@@ -25,6 +25,11 @@ from heldout.organism.task import (
 )
 from heldout.organism.tokenizer import build_tokenizer
 
+TRAIN_THREADS = 2
+"""CPU threads used for training unless the caller says otherwise. Fixed, because float
+reductions depend on the thread count: the same config then gives the same model
+whatever torch's default is in the calling process (a test session, a notebook)."""
+
 N_POSITIONS = 64
 """Context length of the organism (its longest sequence is about 36 tokens)."""
 
@@ -87,8 +92,7 @@ def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str], *,
     from tqdm.auto import tqdm
 
     old_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    torch.set_num_threads(TRAIN_THREADS if num_threads is None else num_threads)
     try:
         start = time.perf_counter()
         tokenizer = build_tokenizer(config.max_operand)
