@@ -148,12 +148,12 @@ def _training_arms(out: Path, progress: bool, Section: Any) -> dict[str, Any]:
     from heldout.training.experiment import demo as train_demo
 
     pair = train_demo(out, progress=progress)
-    verdicts = {"penalized (resid_post:2, gradient)": pair.verdict["outcome"],
+    verdicts = {"penalized (resid_post:2 decision token, gradient)": pair.verdict["outcome"],
                 "control (no penalty)": pair.control_verdict["outcome"]}
     evidence = pd.DataFrame(pair.verdict["evidence"])
     plots = sorted((pair.run / "plots").glob("*.png"))
     text = ("The organism is fine-tuned on data that keeps the pressure to lie, with a "
-            "penalty from the resid_post:2 probe (mean probability, gradient through the "
+            "penalty from the resid_post:2 probe at the decision token (mean probability, gradient through the "
             "probe), and without one (control). Held-out probes on other layers and "
             "aggregations, probes retrained on the fine-tuned model and the frozen base "
             "model reading the new outputs all watch. Verdicts: "

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from heldout.activations.distributed import Ranks, agree, barrier, process_group
-from heldout.activations.selection import check_selection, select_tokens
+from heldout.activations.selection import check_selection, select_tokens, token_index
 from heldout.activations.sites import HookSite, parse_sites
 from heldout.activations.store import STORE_DTYPES, ActivationStore
 from heldout.activations.writer import StoreWriter
@@ -156,6 +156,14 @@ def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite]
     n_ctx = int(model.cfg.n_ctx)
     max_length = n_ctx if max_length is None else min(max_length, n_ctx)
     tokens = tokenize_dataset(dataset, tokenizer, max_length=max_length, truncate=truncate)
+    index = token_index(select)
+    if index is not None:
+        short = [ex.id for ex, t in zip(dataset, tokens) if t.n_response <= index]
+        if short:
+            raise DataError(f"selection {select} reads response token {index}, but "
+                            f"{len(short)} example(s) have fewer response tokens "
+                            f"(first: {short[0]!r})",
+                            fix="pick a smaller K, or drop the short examples")
     identity = {
         "model_fingerprint": model_fingerprint(model),
         "dataset_fingerprint": dataset.fingerprint(),

@@ -2,6 +2,10 @@
 
 - ``last``: the last response token of each example (one row per example);
 - ``mean``: the mean over response tokens (one row per example);
+- ``token:K``: the K-th response token, 0-based (one row per example): the position
+  where a decision is made, when the response has a fixed format (e.g. the built-in
+  organism's verdict is predicted at ``token:5``). A response shorter than K + 1
+  tokens gives its last token (the cache refuses such examples up front);
 - ``tokens``: every response token (ragged, with offsets).
 
 These run inside forward hooks, so only selected tokens are ever copied out.
@@ -9,6 +13,7 @@ These run inside forward hooks, so only selected tokens are ever copied out.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
@@ -17,14 +22,24 @@ from torch import Tensor
 
 from heldout.errors import ConfigError
 
-Selection = Literal["last", "mean", "tokens"]
+Selection = Literal["last", "mean", "tokens"] | str
 SELECTIONS: tuple[str, ...] = ("last", "mean", "tokens")
+"""The fixed selections; ``token:K`` is accepted besides these."""
+_INDEXED = re.compile(r"^token:(\d+)$")
+
+
+def token_index(select: str) -> int | None:
+    """K for ``token:K``, else None."""
+    match = _INDEXED.match(select)
+    return int(match.group(1)) if match else None
 
 
 def check_selection(select: str) -> str:
-    if select not in SELECTIONS:
+    """Return ``select`` if it is a known selection, else raise ConfigError."""
+    if not isinstance(select, str) or (select not in SELECTIONS and token_index(select) is None):
         raise ConfigError(f"unknown token selection {select!r}",
-                          fix=f"use one of {', '.join(SELECTIONS)}")
+                          fix=f"use one of {', '.join(SELECTIONS)}, or token:K for the "
+                              "K-th response token (0-based)")
     return select
 
 
@@ -33,8 +48,8 @@ def select_tokens(acts: Float[Tensor, "batch pos d_model"],
                   select: str) -> Float[Tensor, "rows d_model"]:
     """Reduce activations to the selected response tokens.
 
-    Returns (batch, d_model) for ``last``/``mean`` and (n_response_tokens, d_model),
-    row-major by example then position, for ``tokens``.
+    Returns (batch, d_model) for ``last``/``mean``/``token:K`` and
+    (n_response_tokens, d_model), row-major by example then position, for ``tokens``.
     """
     if select == "tokens":
         return acts[response_mask]
@@ -43,7 +58,12 @@ def select_tokens(acts: Float[Tensor, "batch pos d_model"],
         summed = torch.einsum("bp,bpd->bd", weights, acts.to(torch.float32) if
                               acts.dtype != torch.float32 else acts)
         return summed / response_mask.sum(dim=1, keepdim=True).to(summed.dtype)
-    # last response token: the highest position whose mask is set
     positions = torch.arange(response_mask.shape[1], device=response_mask.device)
     last = torch.where(response_mask, positions, -1).max(dim=1).values
+    index = token_index(select)
+    if index is not None:
+        first = torch.where(response_mask, positions, response_mask.shape[1]).min(dim=1).values
+        last = torch.minimum(first + index, last)
+    elif select != "last":
+        check_selection(select)
     return acts[torch.arange(acts.shape[0], device=acts.device), last]

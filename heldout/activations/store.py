@@ -34,7 +34,6 @@ from heldout.errors import CorruptShardError, DataError, StoreError
 FORMAT = "heldout-activations"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SELECTIONS = ("last", "mean", "tokens")
 STORE_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 _NUMPY_OF = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64}
 # Fields that must match for a resumed run to append to an existing store.

@@ -62,16 +62,19 @@ class ProbeKind:
     probe on every response token, token logits aggregated by mean / max;
     ``attention``: learned attention pooling over the response tokens."""
     selection: str = "last"
-    """``last`` or ``mean`` for ``logistic``; per-token kinds read ``tokens``."""
+    """``last``, ``mean`` or ``token:K`` for ``logistic``; per-token kinds read ``tokens``."""
 
     def __post_init__(self) -> None:
         _name(self.name, "probe")
         if self.kind not in PROBE_KINDS:
             raise ConfigError(f"probe {self.name!r}: unknown kind {self.kind!r}",
                               fix=f"use one of {', '.join(PROBE_KINDS)}")
-        if self.kind == "logistic" and self.selection not in ("last", "mean"):
-            raise ConfigError(f"probe {self.name!r}: a logistic probe reads 'last' or 'mean', "
-                              f"got {self.selection!r}", fix="use selection='last' or 'mean'")
+        if self.kind == "logistic" and (self.selection == "tokens"
+                                        or self.selection not in ("last", "mean")
+                                        and not self.selection.startswith("token:")):
+            raise ConfigError(f"probe {self.name!r}: a logistic probe reads 'last', 'mean' "
+                              f"or 'token:K', got {self.selection!r}",
+                              fix="use selection='last', 'mean' or e.g. 'token:5'")
         if self.kind != "logistic" and self.selection != "tokens":
             object.__setattr__(self, "selection", "tokens")
         from heldout.activations.sites import HookSite
@@ -298,10 +301,16 @@ class GridSpec:
 
 # ------------------------------------------------------------------ shipped grids
 
+DECISION = "token:5"
+"""The organism's decision token (the ``:`` that predicts the verdict; see
+``heldout.organism.VERDICT_OFFSET``): its logistic probes read there."""
+
 _PROBES = (
-    ProbeKind("L1-last", "resid_post:1"), ProbeKind("L2-last", "resid_post:2"),
-    ProbeKind("L3-last", "resid_post:3"), ProbeKind("L2-mean", "resid_post:2", "logistic",
-                                                    "mean"),
+    ProbeKind("L1-dec", "resid_post:1", "logistic", DECISION),
+    ProbeKind("L2-dec", "resid_post:2", "logistic", DECISION),
+    ProbeKind("L3-dec", "resid_post:3", "logistic", DECISION),
+    ProbeKind("L2-last", "resid_post:2"),
+    ProbeKind("L2-mean", "resid_post:2", "logistic", "mean"),
     ProbeKind("L2-tokmean", "resid_post:2", "token_mean"),
     ProbeKind("L2-tokmax", "resid_post:2", "token_max"),
     ProbeKind("L2-attn", "resid_post:2", "attention"),
@@ -310,11 +319,11 @@ _PROBES = (
 
 def _arms(grad_weight: float, reward_weight: float, low_kl: float, high_kl: float
           ) -> tuple[Arm, ...]:
-    all_layers = ("L1-last", "L2-last", "L3-last")
+    all_layers = ("L1-dec", "L2-dec", "L3-dec")
     return (
         Arm("control", control=True, description="no penalty: fine-tuning alone"),
-        Arm("gradient-one-layer", against=("L2-last",), weight=grad_weight,
-            description="gradient through one probe (layer 2, last token)"),
+        Arm("gradient-one-layer", against=("L2-dec",), weight=grad_weight,
+            description="gradient through one probe (layer 2, decision token)"),
         Arm("gradient-all-layers", against=all_layers, weight=grad_weight / len(all_layers),
             description="gradient through an ensemble of probes on layers 1-3"),
         Arm("gradient-tokmean", against=("L2-tokmean",), weight=grad_weight,
@@ -323,14 +332,14 @@ def _arms(grad_weight: float, reward_weight: float, low_kl: float, high_kl: floa
             description="gradient through a token probe aggregated by max"),
         Arm("gradient-attn", against=("L2-attn",), weight=grad_weight,
             description="gradient through an attention-pooling probe"),
-        Arm("reward-live-lowkl", mode="reward", against=("L2-last",), weight=reward_weight,
+        Arm("reward-live-lowkl", mode="reward", against=("L2-dec",), weight=reward_weight,
             kl_weight=low_kl, description="probe score in the reward, live detector, low KL"),
-        Arm("reward-live-highkl", mode="reward", against=("L2-last",), weight=reward_weight,
+        Arm("reward-live-highkl", mode="reward", against=("L2-dec",), weight=reward_weight,
             kl_weight=high_kl, description="probe score in the reward, live detector, high KL"),
-        Arm("reward-frozen", mode="reward", against=("L2-last",), weight=reward_weight,
+        Arm("reward-frozen", mode="reward", against=("L2-dec",), weight=reward_weight,
             kl_weight=low_kl, detector="frozen",
             description="probe score in the reward, frozen base model reads the outputs"),
-        Arm("intervention", mode="intervention", against=("L2-last",),
+        Arm("intervention", mode="intervention", against=("L2-dec",),
             description="flagged training targets replaced by honest ones"),
     )
 

@@ -65,7 +65,8 @@ class ProbeSpec:
     site: str | None = None
     """Hook site such as ``resid_post:2``; default the site saved in the probe file."""
     selection: str | None = None
-    """Token selection ``last`` | ``mean`` | ``tokens``; default the probe file's, else ``last``."""
+    """Token selection ``last`` | ``mean`` | ``token:K`` | ``tokens``; default the probe
+    file's, else ``last``."""
     name: str | None = None
     """Name in logs and plots; default ``<role>/<file stem>``."""
 

@@ -100,7 +100,8 @@ def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
             probe = LogisticProbe().fit(feats["train"][s], data["train"].labels)
             probe.calibrate(feats["control"][s], fpr=fpr)
             key = f"{s}/{sel}"
-            written[key] = save_probe(probe, out_dir / f"{s.key}-{sel}.safetensors", site=s,
+            file = out_dir / f"{s.key}-{sel.replace(':', '')}.safetensors"
+            written[key] = save_probe(probe, file, site=s,
                                       selection=sel, model_fingerprint=fingerprint)
     return written
 
@@ -143,8 +144,13 @@ def run_pair(config: TrainConfig, *, progress: bool = True, resume: bool = False
                       verdict=main.to_dict(), control_verdict=base.to_dict())
 
 
+DECISION = "token:5"
+"""The organism's decision token (``heldout.organism.VERDICT_OFFSET``): the ``:`` that
+predicts the verdict, where the lie is decided and is most linearly readable."""
+
+
 def demo_config(out: str | os.PathLike[str], probe_files: dict[str, Path], *,
-                against: str = "resid_post:2/last", weight: float = 3.0, steps: int = 150,
+                against: str = f"resid_post:2/{DECISION}", weight: float = 3.0, steps: int = 150,
                 eval_every: int = 50) -> TrainConfig:
     """The demo's penalized config: one probe trained against (mean-probability
     penalty, with gradient), the others held out."""
@@ -158,12 +164,12 @@ def demo_config(out: str | os.PathLike[str], probe_files: dict[str, Path], *,
 
 def demo(out: str | os.PathLike[str], *, steps: int = 150, weight: float = 3.0,
          progress: bool = True) -> PairResult:
-    """Fine-tune the organism against one probe (resid_post:2, last token, with
-    gradient) and against none (control); return both verdicts. Probes on
-    resid_post:1-3 (last token and response mean) watch both runs. Curves land in
+    """Fine-tune the organism against one probe (resid_post:2 at the decision token,
+    with gradient) and against none (control); return both verdicts. Probes on
+    resid_post:1-3 (decision token and response mean) watch both runs. Curves land in
     ``<out>/run/plots``; ``verdict.json`` in ``<out>/run`` and ``<out>/run/control``."""
     files = fit_organism_probes(Path(out) / "base-probes",
                                 ["resid_post:1", "resid_post:2", "resid_post:3"],
-                                selections=("last", "mean"))
+                                selections=(DECISION, "mean"))
     return run_pair(demo_config(Path(out) / "run", files, steps=steps, weight=weight),
                     progress=progress)

@@ -28,9 +28,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torch.nn import functional as F
 
-from heldout.activations.selection import SELECTIONS, select_tokens
+from heldout.activations.selection import check_selection, select_tokens
 from heldout.activations.sites import HookSite
-from heldout.errors import ProbeError, SiteError
+from heldout.errors import ConfigError, ProbeError, SiteError
 from heldout.training.config import ProbeSpec
 
 
@@ -122,9 +122,10 @@ def bind_probe(spec: ProbeSpec, model: Any, probe: Any = None) -> BoundProbe:
         raise ProbeError(f"probe {spec.label!r} ({spec.path}) records no site",
                          fix="give the site in its ProbeSpec, e.g. site='resid_post:2'")
     selection = spec.selection or (meta.selection if meta is not None else None) or "last"
-    if selection not in SELECTIONS:
-        raise ProbeError(f"probe {spec.label!r} has unknown token selection {selection!r}",
-                         fix=f"use one of {', '.join(SELECTIONS)}")
+    try:
+        check_selection(selection)
+    except ConfigError as err:
+        raise ProbeError(f"probe {spec.label!r}: {err.cause}", fix=err.fix) from err
     if not hasattr(probe, "torch_logits"):
         raise ProbeError(f"probe {spec.label!r} ({type(probe).__name__}) has no torch_logits",
                          fix="use a heldout probe (heldout.probes), which scores tensors")

@@ -133,3 +133,22 @@ def test_other_dataset_or_model_is_refused(gpt2_model, llama_model, chat_dataset
     # the same command again is a no-op resume
     again = cache_activations(gpt2_model, chat_dataset, "resid_post:0", out=out, progress=False)
     assert again.complete
+
+
+def test_indexed_token_selection(gpt2_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ds = Dataset.from_examples([
+        {"messages": [{"role": "user", "content": "is the sun " + "red " * i}],
+         "response": "no it is not " + "blue " * i, "label": i % 2} for i in range(6)])
+    store = cache_activations(gpt2_model, ds, "resid_post:1", out=tmp_path / "s",
+                              select="token:2", batch_size=4, progress=False)
+    site = HookSite("resid_post", 1)
+    tokens = reference(gpt2_model, ds, [site], "tokens")[site]
+    expected = np.stack([t[2] for t in tokens])
+    np.testing.assert_allclose(store.read(site), expected, atol=1e-5)
+    with pytest.raises(DataError, match="reads response token 4, but 1 example"):
+        cache_activations(gpt2_model, ds, "resid_post:1", out=tmp_path / "t",
+                          select="token:4", progress=False)
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(ConfigError, match="token:K"):
+        cache_activations(gpt2_model, ds, "resid_post:1", out=tmp_path / "t",
+                          select="token:-1", progress=False)

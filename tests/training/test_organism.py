@@ -12,18 +12,21 @@ pytestmark = pytest.mark.slow
 def test_penalized_probe_goes_blind_while_the_lie_persists(tmp_path: Path) -> None:
     import torch
 
-    from heldout.training.experiment import demo_config, fit_organism_probes, run_pair
+    from heldout.organism import VERDICT_OFFSET
+    from heldout.training.experiment import DECISION, demo_config, fit_organism_probes, run_pair
+
+    assert DECISION == f"token:{VERDICT_OFFSET}"
 
     torch.set_num_threads(2)
     files = fit_organism_probes(tmp_path / "probes", ["resid_post:1", "resid_post:2"],
-                                selections=("last",))
+                                selections=(DECISION, "last"))
     config = demo_config(tmp_path / "run", files, steps=100, eval_every=50).replace(n_eval=200)
     pair = run_pair(config, progress=False)
     from heldout.training.trainer import read_jsonl
 
     run = read_jsonl(pair.run / "evals.jsonl")
     control = read_jsonl(pair.control / "evals.jsonl")
-    name = "resid_post:2/last"
+    name = f"resid_post:2/{DECISION}"
     start, end, ctl = run[0], run[-1], control[-1]
     # the labeler: the lie rate stays where it was, in both runs
     assert end["misbehavior_rate"] >= 0.9 * start["misbehavior_rate"] > 0.1
