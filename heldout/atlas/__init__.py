@@ -17,7 +17,7 @@ _EXPORTS = {
     "quick_grid": "grid", "tiny_grid": "grid", "GRIDS": "grid",
     "run_atlas": "runner", "AtlasResult": "runner", "RunSummary": "runner",
     "arm_config": "runner",
-    "write_atlas_report": "report", "Finding": "report",
+    "write_atlas_report": "report", "Finding": "findings",
     "fit_base_probes": "probes",
 }
 

@@ -9,8 +9,8 @@ import torch
 
 from heldout.errors import ConfigError
 from heldout.training.config import TrainConfig
+from heldout.training.intervention import InterventionStep
 from heldout.training.reward import (
-    InterventionStep,
     RewardStep,
     organism_candidates,
     organism_correction,
