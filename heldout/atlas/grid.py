@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from heldout.configs import checked_fields
 from heldout.errors import ConfigError
 
 ProbeKindName = Literal["logistic", "token_mean", "token_max", "attention"]
@@ -29,18 +30,6 @@ PROBE_KINDS: tuple[str, ...] = get_args(ProbeKindName)
 ArmMode = Literal["gradient", "reward", "intervention"]
 ARM_MODES: tuple[str, ...] = get_args(ArmMode)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _check_fields(cls: Any, data: Any, what: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}",
-                          fix="write it as a mapping of field names to values")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} field(s): {', '.join(unknown)}",
-                          fix=f"use only {', '.join(sorted(known))}")
-    return dict(data)
 
 
 def _name(value: Any, what: str) -> None:
@@ -97,7 +86,7 @@ class ProbeKind:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeKind:
-        return cls(**_check_fields(cls, data, "ProbeKind"))
+        return cls(**checked_fields(cls, data, "ProbeKind"))
 
 
 @dataclass(frozen=True)
@@ -164,7 +153,7 @@ class Arm:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arm:
-        return cls(**_check_fields(cls, data, "Arm"))
+        return cls(**checked_fields(cls, data, "Arm"))
 
 
 @dataclass(frozen=True)
@@ -265,7 +254,7 @@ class GridSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridSpec:
-        data = _check_fields(cls, data, "GridSpec")
+        data = checked_fields(cls, data, "GridSpec")
         for key in ("probes", "arms"):
             if key not in data:
                 raise ConfigError(f"the grid spec has no {key!r}", fix=f"list the {key}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from heldout.configs import checked_fields
 from heldout.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -92,12 +93,7 @@ class OrganismConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrganismConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown OrganismConfig field(s): {', '.join(unknown)}",
-                              fix=f"use only {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**checked_fields(cls, data, "OrganismConfig"))
 
     def fingerprint(self) -> str:
         """A hash of the config and FORMAT_VERSION: the name of the organism's folder."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from heldout.configs import checked_fields
 from heldout.errors import ConfigError
 
 Role = Literal["train_against", "held_out"]
@@ -35,18 +36,6 @@ ORGANISM = "organism"
 def _choice(value: Any, choices: tuple[str, ...], what: str) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {what} {value!r}", fix=f"use one of {', '.join(choices)}")
-
-
-def _from_dict(cls: Any, data: dict[str, Any], what: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}",
-                          fix="write the config as a mapping of field names to values")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} field(s): {', '.join(unknown)}",
-                          fix=f"use only {', '.join(sorted(known))}")
-    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,7 @@ class ProbeSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeSpec:
-        return cls(**_from_dict(cls, data, "ProbeSpec"))
+        return cls(**checked_fields(cls, data, "ProbeSpec"))
 
 
 @dataclass(frozen=True)
@@ -251,7 +240,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = _from_dict(cls, data, "TrainConfig")
+        data = checked_fields(cls, data, "TrainConfig")
         data["probes"] = tuple(ProbeSpec.from_dict(p) if isinstance(p, dict) else p
                                for p in data.get("probes", ()))
         return cls(**data)
