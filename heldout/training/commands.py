@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from heldout.errors import ConfigError
 
 _FLAGS = {  # flag → (TrainConfig field, type)
     "--model": ("model", str), "--out": ("out", str), "--train-data": ("train_data", str),
@@ -79,7 +82,6 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     from heldout.activations.distributed import ranks_from_env
-    from heldout.analysis.verdict import verdict
     from heldout.training.trainer import Trainer
 
     if ranks_from_env().distributed:  # under torchrun: DistributedDataParallel
@@ -88,22 +90,45 @@ def run_train(args: argparse.Namespace) -> int:
         return run_train_distributed(args)
     config = build_config(args)
     progress = not args.quiet
-    Trainer(config, resume=args.resume, progress=progress).train()
-    print(f"run written to {config.out}")
+    return train_with_control(
+        args, config, lambda cfg, resume: Trainer(cfg, resume=resume, progress=progress))
+
+
+def train_with_control(args: argparse.Namespace, config: Any,
+                       make_trainer: Callable[[Any, bool], Any], *, is_main: bool = True,
+                       processes: int = 1) -> int:
+    """Train ``config``, then its no-penalty control (unless ``--control DIR`` or
+    ``--no-control``), then write ``verdict.json`` and the plots (on the main process)."""
+    from heldout.training.reward import is_organism
+
+    # From the command line only the organism comes with a labeler (checked before the
+    # trainer is built, which already writes the run folder).
+    if config.against and not args.no_control and not is_organism(config):
+        raise ConfigError(
+            "the verdict compares misbehavior rates, which need a labeler that reads the "
+            "model's outputs; from the command line only the built-in organism has one",
+            fix="pass --no-control to train without a verdict, or call "
+                "heldout.training.Trainer(config, labeler=...) from Python")
+    make_trainer(config, args.resume).train()
+    if is_main:
+        where = f" ({processes} processes)" if processes > 1 else ""
+        print(f"run written to {config.out}{where}")
     if not config.against or args.no_control:
         return 0
     control_dir = args.control
     if control_dir is None:
         control = config.control()
-        resume = args.resume and (Path(control.out) / "checkpoints").is_dir()
-        Trainer(control, resume=resume, progress=progress).train()
+        make_trainer(control, args.resume and (Path(control.out) / "checkpoints").is_dir()
+                     ).train()
         control_dir = control.out
-    result = verdict(config.out, control_dir)
-    result.save(Path(config.out) / "verdict.json")
-    from heldout.analysis.curves import plot_run
+    if is_main:
+        from heldout.analysis.curves import plot_run
+        from heldout.analysis.verdict import verdict
 
-    plot_run(config.out, control=control_dir)
-    print(result.table())
+        result = verdict(config.out, control_dir)
+        result.save(Path(config.out) / "verdict.json")
+        plot_run(config.out, control=control_dir)
+        print(result.table())
     return 0
 
 

@@ -189,33 +189,17 @@ class DistributedTrainer(Trainer):
 def run_train_distributed(args: argparse.Namespace) -> int:
     """``heldout train`` under torchrun: the run (and its control) on every rank, the
     verdict and plots on rank 0."""
-    from heldout.training.commands import build_config
+    from heldout.training.commands import build_config, train_with_control
 
     config = build_config(args)
     device = local_device()
     with process_group(device) as ranks:
         progress = not args.quiet and ranks.is_main
-        DistributedTrainer(config, ranks=ranks, device=device, resume=args.resume,
-                           progress=progress).train()
-        if ranks.is_main:
-            print(f"run written to {config.out} ({ranks.world_size} processes)")
-        if not config.against or args.no_control:
-            return 0
-        control_dir = args.control
-        if control_dir is None:
-            control = config.control()
-            resume = args.resume and (Path(control.out) / "checkpoints").is_dir()
-            DistributedTrainer(control, ranks=ranks, device=device, resume=resume,
-                               progress=progress).train()
-            control_dir = control.out
-        if ranks.is_main:
-            from heldout.analysis.curves import plot_run
-            from heldout.analysis.verdict import verdict
-
-            result = verdict(config.out, control_dir)
-            result.save(Path(config.out) / "verdict.json")
-            plot_run(config.out, control=control_dir)
-            print(result.table())
+        train_with_control(
+            args, config,
+            lambda cfg, resume: DistributedTrainer(cfg, ranks=ranks, device=device,
+                                                   resume=resume, progress=progress),
+            is_main=ranks.is_main, processes=ranks.world_size)
         barrier()
     return 0
 
