@@ -59,6 +59,16 @@ def _shard_ok(path: Path, entry: dict[str, Any], verify: bool) -> bool:
             and (not verify or sha256_file(file) == entry["sha256"]))
 
 
+def _matching_manifest(path: Path, identity: dict[str, Any], fix: str) -> dict[str, Any]:
+    """The manifest of the store at ``path``; StoreMismatchError if another run wrote it."""
+    existing = ActivationStore.open(path, allow_incomplete=True, verify=False).manifest
+    old_identity = {k: existing.get(k) for k in IDENTITY_FIELDS}
+    if old_identity != identity:
+        raise StoreMismatchError(f"{str(path)!r} already holds a store from another run "
+                                 f"({_describe_mismatch(old_identity, identity)})", fix=fix)
+    return existing
+
+
 class StoreWriter:
     """Creates a store folder or reopens one for resuming.
 
@@ -79,14 +89,9 @@ class StoreWriter:
                              fix="choose another --out path")
         manifest_path = path / MANIFEST
         if manifest_path.is_file():
-            existing = ActivationStore.open(path, allow_incomplete=True, verify=False).manifest
-            old_identity = {k: existing.get(k) for k in IDENTITY_FIELDS}
-            if old_identity != identity:
-                raise StoreMismatchError(
-                    f"{str(path)!r} already holds a store from another run "
-                    f"({_describe_mismatch(old_identity, identity)})",
-                    fix="use a new --out folder, or delete the old store to start over")
-            self.manifest = existing
+            self.manifest = _matching_manifest(
+                path, identity,
+                fix="use a new --out folder, or delete the old store to start over")
             self._drop_bad_shards()
             self.merge_sidecars(verify=True)
         else:
@@ -109,13 +114,9 @@ class StoreWriter:
         """A writer for rank ``rank`` > 0 of a torchrun job, once rank 0 has created or
         resumed the store: it reads the manifest (never writes it) and lists the shards
         it writes in its own sidecar file."""
-        existing = ActivationStore.open(path, allow_incomplete=True, verify=False).manifest
-        old_identity = {k: existing.get(k) for k in IDENTITY_FIELDS}
-        if old_identity != identity:
-            raise StoreMismatchError(
-                f"{str(path)!r} holds a store from another run "
-                f"({_describe_mismatch(old_identity, identity)})",
-                fix="give every rank the same arguments and the same model and dataset")
+        existing = _matching_manifest(
+            path, identity,
+            fix="give every rank the same arguments and the same model and dataset")
         writer = cls.__new__(cls)
         writer.path = path
         writer.manifest = existing
