@@ -27,7 +27,6 @@ Errors found by any rank while setting up stop every rank with the same message.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,8 @@ from heldout.activations.distributed import (
     ranks_from_env,
 )
 from heldout.errors import ConfigError
-from heldout.training import checkpoint as ckpt
 from heldout.training.config import ORGANISM, TrainConfig
-from heldout.training.trainer import StepResult, Trainer, read_jsonl
+from heldout.training.trainer import StepResult, Trainer
 
 _MAX_METRICS = ("seconds",)
 _SAME_METRICS = ("lr", "grad_norm")
@@ -172,18 +170,9 @@ class DistributedTrainer(Trainer):
         barrier()  # rank 0's last evaluation and files are done before anyone moves on
         return result
 
-    def _restore(self, folder: Path) -> None:
-        state = ckpt.load_checkpoint(folder)
-        ckpt.load_model_weights(self.model, state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        ckpt.restore_rng(state.rng_tensors, state.state["rng"], self.generator)
-        self.step_count = state.step
-        if self.ranks.is_main:
-            for name in ("steps.jsonl", "evals.jsonl"):
-                path = self.out / name
-                kept = [r for r in read_jsonl(path) if r["step"] <= state.step]
-                path.write_text("".join(json.dumps(r) + "\n" for r in kept),
-                                encoding="utf-8")
+    def _truncate_logs(self, step: int) -> None:
+        if self.ranks.is_main:  # only rank 0 writes the logs
+            super()._truncate_logs(step)
 
 
 def run_train_distributed(args: argparse.Namespace) -> int:

@@ -205,9 +205,13 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         ckpt.restore_rng(state.rng_tensors, state.state["rng"], self.generator)
         self.step_count = state.step
-        for name in ("steps.jsonl", "evals.jsonl"):  # drop records past the checkpoint
+        self._truncate_logs(state.step)
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop log records past the checkpoint being resumed from."""
+        for name in ("steps.jsonl", "evals.jsonl"):
             path = self.out / name
-            kept = [r for r in read_jsonl(path) if r["step"] <= state.step]
+            kept = [r for r in read_jsonl(path) if r["step"] <= step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     # -- one step -------------------------------------------------------------------
