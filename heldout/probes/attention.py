@@ -22,7 +22,7 @@ from torch import Tensor
 from heldout.errors import ProbeError
 from heldout.probes.base import BaseProbe, default_device, token_mask
 from heldout.probes.linear import LogisticProbe
-from heldout.probes.mlp import TorchStateProbe, init_normal, standardizer, train_logits
+from heldout.probes.mlp import TorchStateProbe, init_normal, standardizer
 
 
 def _check_acts(probe: BaseProbe, acts: Tensor, mask: Tensor) -> Tensor:
@@ -85,20 +85,8 @@ class AttentionProbe(TorchStateProbe):
         gen = torch.Generator().manual_seed(int(self.random_state or 0))
         params = {"q": init_normal(gen, d, fan_in=d) * 0.1,
                   "w": init_normal(gen, d, fan_in=d) * 0.1, "b": torch.zeros(1)}
-        params = {k: v.to(dev).requires_grad_(True) for k, v in params.items()}
-        fixed = {"mean": torch.as_tensor(mean, dtype=torch.float32, device=dev),
-                 "scale": torch.as_tensor(scale, dtype=torch.float32, device=dev)}
-
-        def forward(p: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
-            return self._forward({**p, **fixed}, inputs)
-
         inputs = (torch.as_tensor(filled, device=dev), torch.as_tensor(mask, device=dev))
-        best, self.n_epochs_ = train_logits(
-            forward, params, inputs, y, lr=self.lr, weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs, batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction, patience=self.patience,
-            seed=int(self.random_state or 0))
-        self.params_ = {k: v.cpu() for k, v in {**best, **fixed}.items()}
+        self._train(params, mean, scale, inputs, y, dev)
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
         filled, mask = _filled(X)

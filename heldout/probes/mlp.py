@@ -96,6 +96,26 @@ class TorchStateProbe(BaseProbe):
     def _forward(self, params: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
         raise NotImplementedError
 
+    def _train(self, params: dict[str, Tensor], mean: np.ndarray, scale: np.ndarray,
+               inputs: tuple[Tensor, ...], y: np.ndarray, dev: torch.device) -> None:
+        """Fit the trainable ``params`` (standardization ``mean``/``scale`` held fixed)
+        with early stopping; sets ``params_`` (best weights, on CPU) and ``n_epochs_``.
+        Needs the estimator parameters lr, weight_decay, max_epochs, batch_size,
+        validation_fraction, patience and random_state."""
+        trainable = {k: v.to(dev).requires_grad_(True) for k, v in params.items()}
+        fixed = {"mean": torch.as_tensor(mean, dtype=torch.float32, device=dev),
+                 "scale": torch.as_tensor(scale, dtype=torch.float32, device=dev)}
+
+        def forward(p: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+            return self._forward({**p, **fixed}, batch)
+
+        best, self.n_epochs_ = train_logits(
+            forward, trainable, inputs, y, lr=self.lr, weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs, batch_size=self.batch_size,
+            validation_fraction=self.validation_fraction, patience=self.patience,
+            seed=int(self.random_state or 0))
+        self.params_ = {k: v.cpu() for k, v in {**best, **fixed}.items()}
+
     def _params_like(self, like: Tensor) -> dict[str, Tensor]:
         return {k: v.to(device=like.device, dtype=like.dtype) for k, v in self.params_.items()}
 
@@ -152,20 +172,8 @@ class MLPProbe(TorchStateProbe):
             "w2": init_normal(gen, self.hidden, fan_in=self.hidden) / 2,
             "b2": torch.zeros(1),
         }
-        params = {k: v.to(dev).requires_grad_(True) for k, v in params.items()}
-        fixed = {"mean": torch.as_tensor(mean, dtype=torch.float32, device=dev),
-                 "scale": torch.as_tensor(scale, dtype=torch.float32, device=dev)}
-
-        def forward(p: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
-            return self._forward({**p, **fixed}, inputs)
-
         Xt = torch.as_tensor(np.array(X, dtype=np.float32), device=dev)
-        best, self.n_epochs_ = train_logits(
-            forward, params, (Xt,), y, lr=self.lr, weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs, batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction, patience=self.patience,
-            seed=int(self.random_state or 0))
-        self.params_ = {k: v.cpu() for k, v in {**best, **fixed}.items()}
+        self._train(params, mean, scale, (Xt,), y, dev)
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
         # float64 on CPU so that scores do not depend on the batch they come in
