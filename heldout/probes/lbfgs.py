@@ -1,175 +1,142 @@
-"""Batched L-BFGS for logistic regression: many independent problems, one solver loop.
+"""Logistic regression for many sites at once: preconditioned L-BFGS, exact line search.
 
-:func:`batched_lbfgs` minimizes ``n_sites`` smooth objectives at once (each with its own
-curvature history and line search); :func:`fit_logistic_batched` uses it to fit one
-L2-regularized logistic regression per site in memory. Up to
-:data:`PRECONDITION_MAX_D` features the problem is preconditioned by the Cholesky
-factor of the Hessian at zero (:func:`_preconditioner`, :func:`_weights`).
-:class:`~heldout.probes.linear.LogisticProbe` uses the same pieces to stream a store.
+Every site (layer) is an independent L2-regularized logistic regression on
+standardized features. :func:`logistic_lbfgs` solves a group of them together, each
+site with its own curvature history and its own step, so sites do not slow each other
+down. One iteration costs exactly two passes over a site's activations: ``X p`` for the
+new direction and ``Xᵀ r`` for the gradient. The line search runs on the cached logits
+``z = X w`` and ``X p`` (``O(n)`` per trial, no further pass), and the problem is
+preconditioned by the Hessian at zero (:func:`preconditioner`), so a fit takes few
+iterations.
+
+The passes are matrix-vector products, so their speed is memory bandwidth.
+:func:`fit_logistic_batched` therefore keeps them where the data is fastest: on CUDA
+every site in one group; on CPU, groups of sites whose activations fit in the
+last-level cache (:data:`CPU_GROUP_BYTES`), with the products done by numpy's BLAS
+(``benchmarks/probe_fit.py`` measures the effect of both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from heldout.probes.base import default_device
 
-
-def batched_lbfgs(value_and_grad: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-                  P: Tensor, max_iter: int, tol: float, history: int = 10,
-                  grad_scale: Tensor | None = None) -> tuple[Tensor, int]:
-    """Minimize ``n_sites`` independent smooth objectives at once with L-BFGS.
-
-    P : (n_sites, n_params) start; ``value_and_grad(P, mask) -> (f (n_sites,),
-    g (n_sites, n_params))``, needed only on the sites where ``mask`` is true (the
-    others may be left zero: converged sites cost nothing). Every site keeps its own
-    curvature history and its own backtracking (Armijo) step, so sites do not slow
-    each other down as they would inside one L-BFGS over the concatenated problem.
-    A site stops when its largest gradient component is below ``tol``, measured in
-    the original weights: with preconditioning ``w = L⁻ᵀ v`` (``grad_scale`` = L,
-    (n_sites, n_params - 1, n_params - 1); the last parameter is the intercept), the
-    weight gradient is ``L ∇_v``, so the stopping rule is scikit-learn's whatever the
-    preconditioner. Returns the solution and the number of iterations run.
-    """
-
-    def grad_max(g: Tensor) -> Tensor:
-        if grad_scale is None:
-            return g.abs().amax(1)
-        g_w = torch.bmm(grad_scale, g[:, :-1, None])[:, :, 0]
-        return torch.maximum(g_w.abs().amax(1), g[:, -1].abs())
-
-    f, g = value_and_grad(P, torch.ones(P.shape[0], dtype=torch.bool, device=P.device))
-    s_hist = torch.zeros(history, *P.shape, dtype=P.dtype, device=P.device)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros(history, P.shape[0], dtype=P.dtype, device=P.device)
-    gamma = torch.ones(P.shape[0], dtype=P.dtype, device=P.device)
-    it = 0
-    for it in range(1, max_iter + 1):
-        active = grad_max(g) > tol
-        if not bool(active.any()):
-            it -= 1
-            break
-        # two-loop recursion; pairs with rho = 0 (none yet, or rejected) are no-ops
-        q, alphas = g.clone(), []
-        for k in reversed(range(history)):
-            alpha = rho[k] * (s_hist[k] * q).sum(1)
-            q -= alpha[:, None] * y_hist[k]
-            alphas.append(alpha)
-        r = gamma[:, None] * q
-        for k, alpha in zip(range(history), reversed(alphas)):
-            beta = rho[k] * (y_hist[k] * r).sum(1)
-            r += s_hist[k] * (alpha - beta)[:, None]
-        direction = torch.where(active[:, None], -r, torch.zeros_like(r))
-        slope = (g * direction).sum(1)
-        bad = slope >= 0  # not a descent direction: fall back to steepest descent
-        direction[bad] = -g[bad] * active[bad, None]
-        slope = (g * direction).sum(1)
-        step = torch.ones_like(f)
-        if it == 1 and grad_scale is None:  # unpreconditioned: a short first step
-            step = torch.clamp(1.0 / g.abs().sum(1), max=1.0)
-        todo = active.clone()
-        P_new, f_new, g_new = P.clone(), f.clone(), g.clone()
-        for _ in range(30):
-            trial = P + step[:, None] * direction
-            f_t, g_t = value_and_grad(trial, todo)
-            ok = todo & (f_t <= f + 1e-4 * step * slope)
-            P_new[ok], f_new[ok], g_new[ok] = trial[ok], f_t[ok], g_t[ok]
-            todo &= ~ok
-            if not bool(todo.any()):
-                break
-            step = torch.where(todo, step * 0.5, step)
-        s_k, y_k = P_new - P, g_new - g
-        sy = (s_k * y_k).sum(1)
-        keep = sy > 1e-10 * (y_k * y_k).sum(1).clamp_min(1e-30)
-        s_hist, y_hist, rho = s_hist.roll(-1, 0), y_hist.roll(-1, 0), rho.roll(-1, 0)
-        s_hist[-1], y_hist[-1] = s_k, y_k
-        rho[-1] = torch.where(keep, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-        gamma = torch.where(keep, sy / (y_k * y_k).sum(1).clamp_min(1e-30), gamma)
-        P, f, g = P_new, f_new, g_new
-    return P, it
-
-
-def fit_logistic_batched(X: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 100,
-                         tol: float = 1e-4, device: str | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Fit one logistic regression per site, all at once.
-
-    X : array of shape (n_sites, n_samples, d_model); y : array of shape (n_samples,).
-    The sites' objectives are independent, so their sum is minimized by one L-BFGS
-    over a (n_sites, d_model) weight tensor: one batched matmul per evaluation
-    instead of n_sites separate solver loops. Returns standardized-space weights
-    ``W`` (n_sites, d_model), intercepts ``b`` (n_sites,), ``mean`` and ``scale``
-    (n_sites, d_model), and the iteration count.
-    """
-    dev = default_device(device)
-    Xt = torch.as_tensor(X if X.flags.writeable else X.copy(), device=dev,
-                         dtype=torch.float32)
-    n, d = Xt.shape[1], Xt.shape[2]
-    mean = Xt.mean(1)
-    precondition = d <= PRECONDITION_MAX_D
-    # variances about the mean, block by block: exact even when a feature's mean
-    # dwarfs its spread, and no full standardized copy of X
-    var = torch.zeros(Xt.shape[0], d, device=dev)
-    for start in range(0, n, 8192):
-        block = Xt[:, start:start + 8192] - mean[:, None, :]
-        var += (block * block).sum(1)
-    var /= n
-    scale = var.sqrt()
-    scale = torch.where(scale < 1e-12, torch.ones_like(scale), scale)
-    L = None
-    if precondition:
-        # The preconditioner only sets the solver's path, not its optimum, so its
-        # covariance comes from evenly spaced rows: O(rows d^2) instead of O(n d^2).
-        rows = torch.linspace(0, n - 1, min(n, max(PRECONDITION_ROWS, 4 * d)),
-                              device=dev).long()
-        sample = (Xt[:, rows] - mean[:, None, :]) / scale[:, None, :]
-        L = _preconditioner(torch.bmm(sample.transpose(1, 2), sample) / len(rows), n, C)
-    sign = torch.as_tensor(2.0 * np.asarray(y) - 1.0, dtype=torch.float32, device=dev)
-
-    def value_and_grad(P: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        f, g = torch.zeros(P.shape[0], device=dev), torch.zeros_like(P)
-        idx = torch.nonzero(mask)[:, 0]
-        Q = P[idx].detach().requires_grad_(True)
-        W = _weights(Q[:, :d], None if L is None else L[idx])
-        # standardization folded into the weights: z.w = x.(w/scale) - mean.(w/scale)
-        raw = W / scale[idx]
-        offset = Q[:, d] - (raw * mean[idx]).sum(1)
-        # one matrix-vector product per site: much faster on CPU than bmm with a
-        # trailing dimension of 1, and converged sites are skipped
-        logits = torch.stack([Xt[i] @ raw[j] for j, i in enumerate(idx.tolist())])
-        logits = logits + offset[:, None]
-        f_q = F.softplus(-sign * logits).mean(1) + (W * W).sum(1) / (2 * C * n)
-        (g_q,) = torch.autograd.grad(f_q.sum(), Q)
-        f[idx], g[idx] = f_q.detach(), g_q
-        return f, g
-
-    P, n_iter = batched_lbfgs(value_and_grad, torch.zeros(Xt.shape[0], d + 1, device=dev),
-                              max_iter, tol, grad_scale=L)
-    W = _weights(P[:, :d], L)
-    return (W.cpu().numpy(), P[:, d].cpu().numpy(), mean.cpu().numpy(), scale.cpu().numpy(),
-            n_iter)
-
-
 PRECONDITION_MAX_D = 2048
-"""Up to this width the logistic fit is preconditioned (see :func:`_preconditioner`):
-the d x d covariance costs one matrix-matrix pass, which on CPU is far cheaper than
-the L-BFGS iterations it saves on the ill-conditioned covariances of real
-activations. Wider than this, the O(n d^2) covariance is no longer worth it."""
-
+"""Up to this width the fit is preconditioned (see :func:`preconditioner`): the d x d
+covariance and its Cholesky factor cost far less than the iterations they save on the
+ill-conditioned covariances of real activations. Wider, they no longer pay."""
 
 PRECONDITION_ROWS = 2048
-"""At least this many rows (and 4 x d) estimate the preconditioner's covariance."""
+"""About this many evenly spaced rows (or 4 x d, if more) estimate the
+preconditioner's covariance: it only sets the solver's path, not its optimum."""
+
+CPU_GROUP_BYTES = 12 * 2**20
+"""On CPU, sites are fitted in groups of at most this many bytes of activations (at
+least one site each), so that a group stays in the last-level cache across its two
+passes per iteration. On the 2-core AMD EPYC (32 MiB L3) of our CI, a one-thread
+matrix-vector product over a 10 MiB site takes 0.2-0.4 ms inside the solver and about
+1 ms once a group of 8 such sites must come from memory: the 8-layer benchmark sweep
+takes 0.17 s in groups of one site and 0.25-0.28 s in one group."""
+
+INTERCEPT_SCALE = 2.0
+"""The intercept is solved for as ``b = 2 v_b``: its curvature at zero is 1/4, the same
+scale as the whitened features' (:func:`preconditioner`)."""
 
 
-def _preconditioner(cov: Tensor, n: float, C: float) -> Tensor:
+class Passes(Protocol):
+    """The two products the solver needs, for the sites where ``active`` is true;
+    rows of inactive (converged) sites are left zero and cost nothing."""
+
+    n_sites: int
+
+    def project(self, V: Tensor, active: list[int]) -> Tensor:
+        """``X_s @ V[s]`` for each active site ``s``: (n_sites, n)."""
+
+    def backproject(self, R: Tensor, active: list[int]) -> Tensor:
+        """``R[s] @ X_s`` for each active site ``s``: (n_sites, d)."""
+
+
+def matvec(X: np.ndarray | Tensor, v: Tensor, out: Tensor) -> None:
+    """``out = X @ v``. A numpy ``X`` (the CPU path) goes through numpy's BLAS
+    (OpenBLAS): about 3x faster than torch's MKL for tall, skinny float32 products on
+    AMD CPUs. A tensor ``X`` stays in torch, on its device."""
+    if isinstance(X, np.ndarray):
+        np.dot(X, v.numpy(), out=out.numpy())
+    else:
+        torch.mv(X, v, out=out)
+
+
+def rmatvec(r: Tensor, X: np.ndarray | Tensor, out: Tensor) -> None:
+    """``out = r @ X`` (see :func:`matvec`)."""
+    if isinstance(X, np.ndarray):
+        np.dot(r.numpy(), X, out=out.numpy())
+    else:
+        torch.mv(X.T, r, out=out)
+
+
+class StackedSites:
+    """Activations of every site in memory: ``X`` (n_sites, n, d) float32."""
+
+    def __init__(self, X: Tensor) -> None:
+        self.n_sites, self.n, self.d = X.shape
+        self.X = X.numpy() if X.device.type == "cpu" else X
+        self.device = X.device
+
+    def project(self, V: Tensor, active: list[int]) -> Tensor:
+        out = torch.zeros(self.n_sites, self.n, device=self.device)
+        for s in active:
+            matvec(self.X[s], V[s], out[s])
+        return out
+
+    def backproject(self, R: Tensor, active: list[int]) -> Tensor:
+        out = torch.zeros(self.n_sites, self.d, device=self.device)
+        for s in active:
+            rmatvec(R[s], self.X[s], out[s])
+        return out
+
+
+class StreamedSite:
+    """One site streamed from ``chunks()`` (``(X chunk, y chunk)`` pairs), never whole
+    in memory: each product is one pass over the chunks."""
+
+    n_sites = 1
+
+    def __init__(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                 n: int, d: int, device: torch.device) -> None:
+        self.chunks, self.n, self.d, self.device = chunks, n, d, device
+
+    def _blocks(self) -> Iterator[tuple[int, np.ndarray | Tensor]]:
+        start = 0
+        for X, _ in self.chunks():
+            X = np.asarray(X, dtype=np.float32)
+            yield start, X if self.device.type == "cpu" else torch.as_tensor(X, device=self.device)
+            start += len(X)
+
+    def project(self, V: Tensor, active: list[int]) -> Tensor:
+        out = torch.zeros(1, self.n, device=self.device)
+        for start, X in self._blocks():
+            matvec(X, V[0], out[0, start:start + len(X)])
+        return out
+
+    def backproject(self, R: Tensor, active: list[int]) -> Tensor:
+        out, part = torch.zeros(1, self.d, device=self.device), torch.zeros(
+            self.d, device=self.device)
+        for start, X in self._blocks():
+            rmatvec(R[0, start:start + len(X)], X, part)
+            out[0] += part
+        return out
+
+
+def preconditioner(cov: Tensor, n: float, C: float) -> Tensor:
     """Lower Cholesky factor L of the loss Hessian at w = 0, ``cov/4 + I/(C n)``.
 
-    cov : (n_sites, d, d) covariance of the standardized features. L-BFGS then runs
+    cov : (n_sites, d, d) covariance of the standardized features. The solver runs
     on ``v = Lᵀ w``, where the problem starts out perfectly conditioned; the optimum
     is the same, only fewer iterations are needed.
     """
@@ -183,8 +150,210 @@ def _preconditioner(cov: Tensor, n: float, C: float) -> Tensor:
     return L
 
 
-def _weights(V: Tensor, L: Tensor | None) -> Tensor:
-    """Weights ``w = L⁻ᵀ v`` (n_sites, d) from the preconditioned variables."""
-    if L is None:
-        return V
-    return torch.linalg.solve_triangular(L.transpose(1, 2), V[:, :, None], upper=True)[:, :, 0]
+def logistic_lbfgs(data: Passes, sign: Tensor, mean: Tensor, scale: Tensor,
+                   L: Tensor | None, *, C: float, max_iter: int, tol: float,
+                   history: int = 10) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Fit one logistic regression per site of ``data`` (see the module docstring).
+
+    sign : (n,) labels as ±1; mean, scale : (n_sites, d) standardization (folded into
+    the products, so no standardized copy of X is made); L : (n_sites, d, d) from
+    :func:`preconditioner`, or None. The objective is scikit-learn's,
+    ``mean log-loss + ||w||² / (2 C n)`` on standardized features with a free
+    intercept, and a site stops as scikit-learn's lbfgs does: when no component of
+    its gradient (standardized weights and intercept) exceeds ``tol``.
+    Returns standardized weights (n_sites, d), intercepts (n_sites,) and the number
+    of iterations of each site.
+    """
+    n_sites, d = mean.shape
+    n, dev = sign.shape[0], sign.device
+    lam = 1.0 / (C * n)
+    coef, neg_sign, inv_scale = -sign / n, -sign, 1.0 / scale
+    L_T = None if L is None else L.transpose(1, 2)
+    U, b = torch.zeros(n_sites, d, device=dev), torch.zeros(n_sites, device=dev)
+    margin = torch.zeros(n_sites, n, device=dev)  # -sign * logits, kept up to date
+    memory = _History(n_sites, history, d + 1, dev)
+
+    def gradient(sig: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
+        """Largest gradient component, in the original problem, and the gradient in
+        the solver's variables ``(v, b / INTERCEPT_SCALE)``; ``sig = σ(margin)``."""
+        R = coef * sig  # d loss / d logits
+        total = R.sum(1)
+        G_u = data.backproject(R, active).sub_(mean * total[:, None]).mul_(inv_scale)
+        G_u.add_(U, alpha=lam)
+        G_v = G_u if L is None else torch.linalg.solve_triangular(
+            L, G_u[:, :, None], upper=False)[:, :, 0]
+        largest = torch.maximum(G_u.abs().amax(1), total.abs())
+        return largest, torch.cat([G_v, INTERCEPT_SCALE * total[:, None]], 1)
+
+    largest, G = gradient(torch.full((n_sites, n), 0.5, device=dev), list(range(n_sites)))
+    n_iter = np.zeros(n_sites, dtype=np.int64)
+    for _ in range(max_iter):
+        active = torch.nonzero(largest > tol)[:, 0].tolist()
+        if not active:
+            break
+        n_iter[active] += 1
+        P = memory.times(G).neg_()
+        slope = torch.linalg.vecdot(G, P)
+        if bool((slope >= 0).any()):  # not a descent direction: steepest descent
+            P = torch.where((slope >= 0)[:, None], -G, P)
+        if len(active) < n_sites:  # converged sites stay where they are
+            P[largest <= tol] = 0.0
+        slope = torch.linalg.vecdot(G, P)
+        P_u = P[:, :d] if L_T is None else torch.linalg.solve_triangular(
+            L_T, P[:, :d, None], upper=True)[:, :, 0]
+        p_b = INTERCEPT_SCALE * P[:, d]
+        raw = P_u * inv_scale
+        move = data.project(raw, active).add_(
+            (p_b - torch.linalg.vecdot(mean, raw))[:, None]).mul_(neg_sign)
+        t, sig = _line_search(margin, move, lam * torch.linalg.vecdot(U, P_u),
+                              lam * torch.linalg.vecdot(P_u, P_u), slope)
+        U.addcmul_(t[:, None], P_u)
+        b.addcmul_(t, p_b)
+        margin.addcmul_(t[:, None], move)
+        old = G
+        largest_new, G = gradient(sig, active)
+        if len(active) < n_sites:
+            done = largest <= tol
+            G[done], largest_new[done] = old[done], largest[done]
+        largest = largest_new
+        memory.add(t[:, None] * P, G - old)
+    return U, b, n_iter
+
+
+class _History:
+    """L-BFGS curvature pairs of every site, oldest first, applied in the compact form
+    of Byrd, Nocedal and Schnabel (1994): a handful of batched matrix products per
+    iteration instead of the two-loop recursion's 4 x history small operations. A
+    rejected pair (``s·y`` not positive) is stored as zeros, which the form ignores."""
+
+    def __init__(self, n_sites: int, size: int, n_params: int, device: torch.device) -> None:
+        self.S = torch.zeros(n_sites, size, n_params, device=device)
+        self.Y = torch.zeros_like(self.S)
+        self.gamma = torch.ones(n_sites, device=device)
+
+    def add(self, s: Tensor, y: Tensor) -> None:
+        sy, yy = (s * y).sum(1), (y * y).sum(1)
+        ok = (sy > 1e-10 * yy.clamp_min(1e-30))[:, None]
+        self.S = torch.cat([self.S[:, 1:], torch.where(ok, s, 0.0)[:, None]], 1)
+        self.Y = torch.cat([self.Y[:, 1:], torch.where(ok, y, 0.0)[:, None]], 1)
+        self.gamma = torch.where(ok[:, 0], sy / yy.clamp_min(1e-30), self.gamma)
+
+    def times(self, g: Tensor) -> Tensor:
+        """The inverse-Hessian approximation applied to ``g`` (n_sites, n_params)."""
+        S, Y, gamma = self.S, self.Y, self.gamma[:, None]
+        SY = S @ Y.transpose(1, 2)
+        empty = torch.diag_embed((S.abs().sum(2) == 0).to(g.dtype))
+        R = SY.triu() + empty  # a unit row for an empty slot keeps R invertible
+        a, c = (S @ g[:, :, None])[:, :, 0], (Y @ g[:, :, None])[:, :, 0]
+        p = torch.linalg.solve_triangular(R, a[:, :, None], upper=True)
+        inner = (torch.diag_embed(SY.diagonal(dim1=1, dim2=2)) + gamma[:, :, None]
+                 * (Y @ Y.transpose(1, 2))) @ p - gamma[:, :, None] * c[:, :, None]
+        q = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)
+        return gamma * g + (S.transpose(1, 2) @ q)[:, :, 0] - gamma * (
+            Y.transpose(1, 2) @ p)[:, :, 0]
+
+
+def _line_search(margin: Tensor, move: Tensor, lam_up: Tensor, lam_pp: Tensor,
+                 slope: Tensor, max_steps: int = 12) -> tuple[Tensor, Tensor]:
+    """Steps ``t`` (n_sites,) along each site's direction, and ``σ(margin)`` there.
+
+    Along a line the objective is convex, with derivative
+    ``φ'(t) = mean(σ(margin + t move) move) + lam (u·p + t p·p)``; safeguarded Newton
+    steps from t = 1 (kept inside the bracket where φ' changes sign, else bisection)
+    stop once ``|φ'(t)| <= 0.1 |φ'(0)|``: a near-exact line search on cached
+    margins, with no pass over the activations.
+    """
+    n = margin.shape[1]
+    bound = 0.1 * slope.abs()
+    t = torch.ones_like(slope)
+    lo, hi = torch.zeros_like(t), torch.full_like(t, float("inf"))
+    done = torch.zeros_like(t, dtype=torch.bool)
+    for _ in range(max_steps):
+        sig = torch.sigmoid(torch.addcmul(margin, t[:, None], move))
+        d1 = torch.linalg.vecdot(sig, move) / n + lam_up + t * lam_pp
+        done = d1.abs() <= bound
+        if bool(done.all()):
+            return t, sig
+        lo, hi = torch.where(d1 < 0, t, lo), torch.where(d1 > 0, t, hi)
+        d2 = torch.linalg.vecdot(sig * (1 - sig), move * move) / n + lam_pp
+        newton = t - d1 / d2.clamp_min(1e-30)
+        fallback = torch.where(torch.isinf(hi), 4 * t, (lo + hi) / 2)
+        inside = (newton > lo) & (newton < hi)
+        t = torch.where(done, t, torch.where(inside, newton, fallback))
+    # out of steps: the bracket's lower end is a sure decrease wherever one was found
+    t = torch.where(done | (lo == 0), t, lo)
+    return t, torch.sigmoid(torch.addcmul(margin, t[:, None], move))
+
+
+def _moments(X: np.ndarray | Tensor, block: int = 2048) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (as StandardScaler's) of one site's X (n, d), a
+    numpy array on CPU or a tensor on its device.
+
+    Column sums go through :func:`rmatvec` (a BLAS pass), and the variance is taken
+    about the mean block by block: exact even when a feature's mean dwarfs its
+    spread, with no full centered copy of X.
+    """
+    n, d = X.shape
+    dev = X.device if isinstance(X, Tensor) else torch.device("cpu")
+    weights = torch.full((n,), 1.0 / n, device=dev)
+    mean, var, part = (torch.zeros(d, device=dev) for _ in range(3))
+    rmatvec(weights, X, mean)
+    center = mean if isinstance(X, Tensor) else mean.numpy()
+    for start in range(0, n, block):
+        centered = X[start:start + block] - center
+        centered *= centered
+        rmatvec(weights[:len(centered)], centered, part)
+        var += part
+    scale = var.sqrt()
+    return mean, torch.where(scale < 1e-12, torch.ones_like(scale), scale)
+
+
+def _site_groups(n_sites: int, site_bytes: int, device: torch.device) -> list[slice]:
+    if device.type != "cpu":
+        return [slice(0, n_sites)]
+    size = max(1, CPU_GROUP_BYTES // max(site_bytes, 1))
+    return [slice(start, min(start + size, n_sites)) for start in range(0, n_sites, size)]
+
+
+def fit_logistic_batched(X: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 100,
+                         tol: float = 1e-4, device: str | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit one logistic regression per site.
+
+    X : array of shape (n_sites, n_samples, d_model); y : array of shape (n_samples,).
+    Returns standardized-space weights ``W`` (n_sites, d_model), intercepts ``b``
+    (n_sites,), ``mean`` and ``scale`` (n_sites, d_model), and each site's iteration
+    count (n_sites,).
+    """
+    dev = default_device(device)
+    X = np.asarray(X, dtype=np.float32)
+    Xt = torch.as_tensor(X if X.flags.writeable else X.copy(), device=dev)
+    n_sites, n, d = Xt.shape
+    sign = torch.as_tensor(2.0 * np.asarray(y) - 1.0, dtype=torch.float32, device=dev)
+    # evenly spaced rows (a strided view, no gather) for the preconditioner's covariance
+    step = max(1, -(-n // max(PRECONDITION_ROWS, 4 * d)))
+    out: list[list[np.ndarray]] = [[], [], [], [], []]
+    for group in _site_groups(n_sites, n * d * 4, dev):
+        Xg = Xt[group]
+        data = StackedSites(Xg)
+        mean, scale = (torch.stack(parts) for parts in zip(*map(_moments, data.X)))
+        L = None
+        if d <= PRECONDITION_MAX_D:
+            centered = Xg[:, ::step] - mean[:, None, :]
+            cov = _gram(centered) / (centered.shape[1] * scale[:, :, None] * scale[:, None, :])
+            L = preconditioner(cov, n, C)
+        U, b, n_iter = logistic_lbfgs(data, sign, mean, scale, L, C=C,
+                                      max_iter=max_iter, tol=tol)
+        for parts, value in zip(out, (U, b, mean, scale)):
+            parts.append(value.cpu().numpy())
+        out[4].append(n_iter)
+    W, b_all, means, scales, iters = (np.concatenate(parts) for parts in out)
+    return W, b_all, means, scales, iters
+
+
+def _gram(S: Tensor) -> Tensor:
+    """``Sᵀ S`` per site, (sites, d, d); on CPU through numpy's BLAS (see :func:`matvec`)."""
+    if S.device.type == "cpu":
+        A = S.numpy()
+        return torch.from_numpy(np.stack([a.T @ a for a in A]))
+    return torch.bmm(S.transpose(1, 2), S)

@@ -19,21 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from heldout.errors import DataError, ProbeError
 from heldout.probes.base import BaseProbe, check_finite, check_labels, default_device
 from heldout.probes.lbfgs import (
     PRECONDITION_MAX_D,
-    _preconditioner,
-    _weights,
-    batched_lbfgs,
+    StreamedSite,
     fit_logistic_batched,
+    logistic_lbfgs,
+    preconditioner,
 )
 
 __all__ = [
     "PRECONDITION_MAX_D", "Chunks", "DiffMeansProbe", "LDAProbe", "LinearProbe", "LogisticProbe",
-    "batched_lbfgs", "fit_logistic_batched", "store_chunks",
+    "fit_logistic_batched", "logistic_lbfgs", "store_chunks",
 ]  # the solver names live in heldout.probes.lbfgs and stay importable from here
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
@@ -124,14 +123,17 @@ def store_chunks(store: Any, site: Any, mask: np.ndarray | None, chunk_rows: int
 
 
 class _Moments:
-    """Per-class counts, means and per-feature within-class std, from one pass."""
+    """Per-class counts, means and per-feature within-class std, from one pass (and
+    the labels in chunk order)."""
 
     def __init__(self, chunks: Chunks, gram: bool = False) -> None:
         n = np.zeros(2)
         s = ss = np.zeros((2, 0))
         self.gram = None
         ref = np.zeros(0, dtype=np.float32)
+        labels = []
         for X, y in chunks():
+            labels.append(np.asarray(y))
             # per-chunk sums in float32 BLAS, accumulated in float64, of data shifted by
             # the first chunk's mean (so E[x²] - E[x]² does not cancel catastrophically
             # on features whose mean dwarfs their spread); no float64 chunk copies
@@ -154,6 +156,7 @@ class _Moments:
             raise DataError("the data has only one class; a probe needs both",
                             fix="include both misbehavior (1) and benign (0) examples")
         self.n = n
+        self.labels = np.concatenate(labels)  # in chunk order, for the logistic fit
         shifted = s.sum(0) / n.sum()
         if self.gram is not None:  # total covariance (divided by n)
             self.cov = self.gram / n.sum() - np.outer(shifted, shifted)
@@ -293,49 +296,25 @@ class LogisticProbe(LinearProbe):
         self._check_params()
         W, b, mean, scale, n_iter = fit_logistic_batched(
             X[None], y, C=self.C, max_iter=self.max_iter, tol=self.tol, device=self.device)
-        self._set_solution(W[0], float(b[0]), mean[0], scale[0], n_iter)
+        self._set_solution(W[0], float(b[0]), mean[0], scale[0], int(n_iter[0]))
 
     def _fit_chunks(self, chunks: Chunks) -> None:
         self._check_params()
         d = self.n_features_in_
         m = _Moments(chunks, gram=d <= PRECONDITION_MAX_D)
-        n = m.n.sum()
-        mean, scale = m.mean, m.total_std  # as StandardScaler computes them
         dev = default_device(self.device)
-        mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)
-        scale_t = torch.as_tensor(scale, dtype=torch.float32, device=dev)
+        mean, scale = (torch.as_tensor(a[None], dtype=torch.float32, device=dev)
+                       for a in (m.mean, m.total_std))  # as StandardScaler computes them
         L = None
         if m.gram is not None:
-            cov = m.cov / np.outer(scale, scale)
-            L = _preconditioner(torch.as_tensor(cov[None], dtype=torch.float32, device=dev),
-                                n, self.C)
-
-        def value_and_grad(P: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-            with torch.no_grad():  # one site, so mask is always [True]
-                w = _weights(P[:, :d], L)[0]
-            w.requires_grad_(True)
-            b = P[0, d].clone().requires_grad_(True)
-            total = torch.zeros((), device=dev)
-            for X, y in chunks():
-                # standardization folded into the weights: no standardized copy
-                raw = w / scale_t
-                sign = torch.as_tensor(2.0 * y - 1.0, dtype=torch.float32, device=dev)
-                logits = torch.as_tensor(X, device=dev) @ raw + (b - mean_t @ raw)
-                loss = F.softplus(-sign * logits).sum() / n
-                loss.backward()  # gradients accumulate chunk by chunk
-                total += loss.detach()
-            reg = (w * w).sum() / (2 * self.C * n)
-            reg.backward()
-            assert w.grad is not None and b.grad is not None
-            # chain rule through w = L^-T v: once per pass, not once per chunk
-            g_v = w.grad[None] if L is None else torch.linalg.solve_triangular(
-                L, w.grad[None, :, None], upper=False)[:, :, 0]
-            return (total + reg.detach())[None], torch.cat([g_v, b.grad.reshape(1, 1)], 1)
-
-        P, n_iter = batched_lbfgs(value_and_grad, torch.zeros(1, d + 1, device=dev),
-                                  self.max_iter, self.tol, grad_scale=L)
-        w_final = _weights(P[:, :d], L)[0].cpu().numpy()
-        self._set_solution(w_final, float(P[0, d]), mean, scale, n_iter)
+            cov = m.cov / np.outer(m.total_std, m.total_std)
+            L = preconditioner(torch.as_tensor(cov[None], dtype=torch.float32, device=dev),
+                               m.n.sum(), self.C)
+        sign = torch.as_tensor(2.0 * m.labels - 1.0, dtype=torch.float32, device=dev)
+        U, b, n_iter = logistic_lbfgs(StreamedSite(chunks, len(sign), d, dev), sign, mean, scale, L, C=self.C,
+                                      max_iter=self.max_iter, tol=self.tol)
+        self._set_solution(U[0].cpu().numpy(), float(b[0]), m.mean, m.total_std,
+                           int(n_iter[0]))
 
     def _set_solution(self, w: np.ndarray, b: float, mean: np.ndarray, scale: np.ndarray,
                       n_iter: int) -> None:

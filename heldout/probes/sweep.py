@@ -172,7 +172,7 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
         per_site = (time.perf_counter() - start) / len(site_list)
         for i, site in enumerate(site_list):
             probe = LogisticProbe.from_solution(proto.get_params(), W[i], float(b[i]),
-                                                mean[i], scale[i], n_iter)
+                                                mean[i], scale[i], int(n_iter[i]))
             fitted[str(site), "logistic"] = (probe, per_site)
     for site in site_list:
         for name in names:

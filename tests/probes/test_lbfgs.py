@@ -1,0 +1,113 @@
+"""The logistic solver's parts: compact L-BFGS equals the two-loop recursion, the numpy
+and torch products agree, the line search finds the minimum along a line, and cache
+groups, per-site stopping and the wide (unpreconditioned) path give the same fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch.nn import functional as F
+
+from heldout.probes import lbfgs
+from tests.probes.conftest import planted_linear
+
+
+def two_loop(S: np.ndarray, Y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Textbook L-BFGS two-loop recursion (Nocedal & Wright, Algorithm 7.4)."""
+    q, alphas = g.copy(), []
+    for s, y in zip(S[::-1], Y[::-1]):
+        alpha = (s @ q) / (s @ y)
+        q -= alpha * y
+        alphas.append(alpha)
+    r = (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) * q
+    for s, y, alpha in zip(S, Y, alphas[::-1]):
+        r += s * (alpha - (y @ r) / (s @ y))
+    return r
+
+
+def test_compact_history_equals_two_loop_recursion() -> None:
+    rng = np.random.default_rng(0)
+    d, size = 12, 5
+    A = rng.normal(size=(d, d))
+    H = A @ A.T + d * np.eye(d)  # a convex quadratic: y = H s has s·y > 0
+    S = rng.normal(size=(3, d))
+    Y = S @ H
+    memory = lbfgs._History(1, size, d, torch.device("cpu"))
+    memory.S = torch.zeros(1, size, d, dtype=torch.float64)
+    memory.Y = torch.zeros_like(memory.S)
+    memory.gamma = memory.gamma.double()
+    for s, y in zip(S, Y):  # two empty slots stay in front, as early in a fit
+        memory.add(torch.as_tensor(s)[None], torch.as_tensor(y)[None])
+    g = rng.normal(size=d)
+    got = memory.times(torch.as_tensor(g)[None])[0].numpy()
+    np.testing.assert_allclose(got, two_loop(S, Y, g), rtol=1e-10)
+    # a pair with s·y <= 0 is rejected: it changes nothing
+    memory.add(torch.as_tensor(S[0])[None], torch.as_tensor(-Y[0])[None])
+    np.testing.assert_allclose(memory.times(torch.as_tensor(g)[None])[0].numpy(),
+                               two_loop(S, Y, g), rtol=1e-10)
+
+
+def test_numpy_and_torch_products_agree() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    v, r = torch.randn(20), torch.randn(300)
+    out_np, out_t = torch.zeros(300), torch.zeros(300)
+    lbfgs.matvec(X, v, out_np)
+    lbfgs.matvec(torch.as_tensor(X), v, out_t)
+    torch.testing.assert_close(out_np, out_t)
+    back_np, back_t = torch.zeros(20), torch.zeros(20)
+    lbfgs.rmatvec(r, X, back_np)
+    lbfgs.rmatvec(r, torch.as_tensor(X), back_t)
+    torch.testing.assert_close(back_np, back_t)
+    torch.testing.assert_close(back_np, torch.as_tensor(X).T @ r)
+
+
+def test_line_search_steps_meet_the_strong_wolfe_conditions() -> None:
+    # φ(t) = mean softplus(-k t) + lam t²/2, minimum where k σ(-k t) = lam t: below the
+    # first trial t = 1, beyond it, and (steep k) far below it but with φ'(1) ≈ 0 already
+    k, lam_pp = torch.tensor([1.0, 1.0, 100.0]), torch.tensor([1.0, 0.01, 1e-3])
+    lam_up, margin = torch.zeros(3), torch.zeros(3, 50)
+    move = -k[:, None].expand(3, 50).contiguous()
+    t_star = [brentq(lambda t, k=k_, lam=lam_: k * expit(-k * t) - lam * t, 0.0, 1e3)
+              for k_, lam_ in zip(k.tolist(), lam_pp.tolist())]
+    assert t_star[0] < 1 < t_star[1]
+
+    def phi(t: torch.Tensor) -> torch.Tensor:
+        return F.softplus(margin + t[:, None] * move).mean(1) + t * t * lam_pp / 2
+
+    def slope(t: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(margin + t[:, None] * move) * move).mean(1) + t * lam_pp
+
+    zero = torch.zeros(3)
+    t, sig = lbfgs._line_search(margin, move, lam_up, lam_pp, slope(zero))
+    assert (phi(t) <= phi(zero) + 1e-4 * t * slope(zero)).all()  # sufficient decrease
+    assert (slope(t).abs() <= 0.1 * slope(zero).abs()).all()  # curvature
+    np.testing.assert_allclose(t[:2].numpy(), t_star[:2], rtol=0.25)  # near the minimum
+    assert t[2] == 1.0  # the first trial already satisfies both
+    torch.testing.assert_close(sig, torch.sigmoid(margin + t[:, None] * move))
+
+
+def test_cache_groups_do_not_change_the_fit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Xs = np.stack([planted_linear(400, shift=s, seed=0)[0] for s in (0.2, 1.0, 3.0)])
+    y = planted_linear(400, seed=0)[1]
+    together = lbfgs.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
+    monkeypatch.setattr(lbfgs, "CPU_GROUP_BYTES", 1)  # every site its own group
+    apart = lbfgs.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
+    for a, b in zip(together, apart):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # sites stop on their own: an easy site is not dragged along by a hard one
+    assert len(set(together[4].tolist())) > 1
+
+
+def test_unpreconditioned_wide_fit_matches_sklearn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    X, y, _ = planted_linear(600, d=16, seed=3)
+    monkeypatch.setattr(lbfgs, "PRECONDITION_MAX_D", 8)  # 16 features count as wide
+    W, b, *_ = lbfgs.fit_logistic_batched(X[None], y, tol=1e-6, max_iter=1000)
+    ref = LogisticRegression(tol=1e-8, max_iter=1000).fit(StandardScaler().fit_transform(X), y)
+    np.testing.assert_allclose(W[0], ref.coef_[0], atol=2e-3)
+    assert b[0] == pytest.approx(ref.intercept_[0], abs=2e-3)
