@@ -13,7 +13,8 @@ The passes are matrix-vector products, so their speed is memory bandwidth.
 :func:`fit_logistic_batched` therefore keeps them where the data is fastest: on CUDA
 every site in one group; on CPU, groups of sites whose activations fit in the
 last-level cache (:data:`CPU_GROUP_BYTES`), with the products done by numpy's BLAS
-(``benchmarks/probe_fit.py`` measures the effect of both).
+(``benchmarks/probe_fit.py`` measures the effect of both) on one thread
+(:data:`one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from heldout.probes.base import default_device
@@ -43,6 +45,14 @@ passes per iteration. On the 2-core AMD EPYC (32 MiB L3) of our CI, a one-thread
 matrix-vector product over a 10 MiB site takes 0.2-0.4 ms inside the solver and about
 1 ms once a group of 8 such sites must come from memory: the 8-layer benchmark sweep
 takes 0.17 s in groups of one site and 0.25-0.28 s in one group."""
+
+def one_blas_thread() -> threadpool_limits:
+    """A context in which numpy's BLAS uses one thread. Each product here takes a few
+    hundred microseconds, less than BLAS threads need to start and meet: on our 2-core
+    CI machine the 8-layer benchmark sweep took 1.5 s with 2 BLAS threads (scikit-learn's
+    loop 3.4 s) and 0.18 s with one (scikit-learn's 0.35 s)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
 
 INTERCEPT_SCALE = 2.0
 """The intercept is solved for as ``b = 2 v_b``: its curvature at zero is 1/4, the same
@@ -325,8 +335,14 @@ def fit_logistic_batched(X: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_it
     (n_sites,), ``mean`` and ``scale`` (n_sites, d_model), and each site's iteration
     count (n_sites,).
     """
-    dev = default_device(device)
-    X = np.asarray(X, dtype=np.float32)
+    with one_blas_thread():
+        return _fit_stack(np.asarray(X, dtype=np.float32), y, C, max_iter, tol,
+                          default_device(device))
+
+
+def _fit_stack(X: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float,
+               dev: torch.device
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     Xt = torch.as_tensor(X if X.flags.writeable else X.copy(), device=dev)
     n_sites, n, d = Xt.shape
     sign = torch.as_tensor(2.0 * np.asarray(y) - 1.0, dtype=torch.float32, device=dev)

@@ -27,6 +27,7 @@ from heldout.probes.lbfgs import (
     StreamedSite,
     fit_logistic_batched,
     logistic_lbfgs,
+    one_blas_thread,
     preconditioner,
 )
 
@@ -311,8 +312,10 @@ class LogisticProbe(LinearProbe):
             L = preconditioner(torch.as_tensor(cov[None], dtype=torch.float32, device=dev),
                                m.n.sum(), self.C)
         sign = torch.as_tensor(2.0 * m.labels - 1.0, dtype=torch.float32, device=dev)
-        U, b, n_iter = logistic_lbfgs(StreamedSite(chunks, len(sign), d, dev), sign, mean, scale, L, C=self.C,
-                                      max_iter=self.max_iter, tol=self.tol)
+        with one_blas_thread():
+            U, b, n_iter = logistic_lbfgs(StreamedSite(chunks, len(sign), d, dev), sign, mean,
+                                          scale, L, C=self.C, max_iter=self.max_iter,
+                                          tol=self.tol)
         self._set_solution(U[0].cpu().numpy(), float(b[0]), m.mean, m.total_std,
                            int(n_iter[0]))
 
