@@ -91,7 +91,7 @@ def bench_sweep(n: int, d: int, n_layers: int, C: float, repeat: int) -> None:
     # the (n_sites, n, d) training stack, contiguous as sweep() builds it with np.stack
     X_train = np.ascontiguousarray(Xs[:, tr])
     fit_logistic_batched(X_train[:, :200], y[:200], C=C, max_iter=3)  # warm-up
-    t_ours, (W, b, mean, scale, _) = best_time(  # type: ignore[misc]
+    t_ours, (W, b, mean, scale, n_iter) = best_time(  # type: ignore[misc]
         lambda: fit_logistic_batched(X_train, y[tr], C=C), repeat)
     t_sk, models = best_time(lambda: [sklearn_fit(X, y[tr], C) for X in X_train], repeat)
     gaps = []
@@ -101,6 +101,9 @@ def bench_sweep(n: int, d: int, n_layers: int, C: float, repeat: int) -> None:
                         - roc_auc_score(y[te], model.decision_function(Xs[i, te]))))
     print(f"[2] sweep of {n_layers} layers, n={n} d={d}: batched heldout {t_ours:.3f} s, "
           f"loop of sklearn fits {t_sk:.3f} s; max |dAUROC| {max(gaps):.4f}")
+    sk_iter = [int(model[-1].n_iter_[0]) for model in models]  # type: ignore[attr-defined]
+    print(f"    L-BFGS iterations per layer: heldout {n_iter.tolist()} (sum {n_iter.sum()}), "
+          f"sklearn {sk_iter} (sum {sum(sk_iter)})")
     print(f"    speed-up sklearn loop / batched = {t_sk / t_ours:.2f}x (goal >= 3x)")
 
 

@@ -195,7 +195,8 @@ def logistic_lbfgs(data: Passes, sign: Tensor, mean: Tensor, scale: Tensor,
         largest = torch.maximum(G_u.abs().amax(1), total.abs())
         return largest, torch.cat([G_v, INTERCEPT_SCALE * total[:, None]], 1)
 
-    largest, G = gradient(torch.full((n_sites, n), 0.5, device=dev), list(range(n_sites)))
+    sig = torch.full((n_sites, n), 0.5, device=dev)  # σ(margin) at the current point
+    largest, G = gradient(sig, list(range(n_sites)))
     n_iter = np.zeros(n_sites, dtype=np.int64)
     for _ in range(max_iter):
         active = torch.nonzero(largest > tol)[:, 0].tolist()
@@ -215,8 +216,12 @@ def logistic_lbfgs(data: Passes, sign: Tensor, mean: Tensor, scale: Tensor,
         raw = P_u * inv_scale
         move = data.project(raw, active).add_(
             (p_b - torch.linalg.vecdot(mean, raw))[:, None]).mul_(neg_sign)
-        t, sig = _line_search(margin, move, lam * torch.linalg.vecdot(U, P_u),
-                              lam * torch.linalg.vecdot(P_u, P_u), slope)
+        lam_pp = lam * torch.linalg.vecdot(P_u, P_u)
+        # first trial: the Newton step along the line, from its curvature at t = 0
+        curvature = torch.linalg.vecdot(sig * (1 - sig), move * move) / n + lam_pp
+        first = -slope / curvature.clamp_min(1e-30)  # 0 for a converged site: it stays
+        t, sig = _line_search(margin, move, lam * torch.linalg.vecdot(U, P_u), lam_pp, slope,
+                              first)
         U.addcmul_(t[:, None], P_u)
         b.addcmul_(t, p_b)
         margin.addcmul_(t[:, None], move)
@@ -264,18 +269,18 @@ class _History:
 
 
 def _line_search(margin: Tensor, move: Tensor, lam_up: Tensor, lam_pp: Tensor,
-                 slope: Tensor, max_steps: int = 12) -> tuple[Tensor, Tensor]:
+                 slope: Tensor, first: Tensor, max_steps: int = 12) -> tuple[Tensor, Tensor]:
     """Steps ``t`` (n_sites,) along each site's direction, and ``σ(margin)`` there.
 
     Along a line the objective is convex, with derivative
     ``φ'(t) = mean(σ(margin + t move) move) + lam (u·p + t p·p)``; safeguarded Newton
-    steps from t = 1 (kept inside the bracket where φ' changes sign, else bisection)
-    stop once ``|φ'(t)| <= 0.1 |φ'(0)|``: a near-exact line search on cached
-    margins, with no pass over the activations.
+    steps from t = ``first`` (kept inside the bracket where φ' changes sign, else
+    bisection) stop once ``|φ'(t)| <= 0.1 |φ'(0)|``: a near-exact line search on
+    cached margins, with no pass over the activations.
     """
     n = margin.shape[1]
     bound = 0.1 * slope.abs()
-    t = torch.ones_like(slope)
+    t = first.clone()
     lo, hi = torch.zeros_like(t), torch.full_like(t, float("inf"))
     done = torch.zeros_like(t, dtype=torch.bool)
     for _ in range(max_steps):
@@ -295,26 +300,28 @@ def _line_search(margin: Tensor, move: Tensor, lam_up: Tensor, lam_pp: Tensor,
     return t, torch.sigmoid(torch.addcmul(margin, t[:, None], move))
 
 
-def _moments(X: np.ndarray | Tensor, block: int = 2048) -> tuple[Tensor, Tensor]:
+def _moments(X: np.ndarray | Tensor, block: int = 1024) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation (as StandardScaler's) of one site's X (n, d), a
-    numpy array on CPU or a tensor on its device.
+    numpy array on CPU or a tensor on its device, in one pass.
 
-    Column sums go through :func:`rmatvec` (a BLAS pass), and the variance is taken
-    about the mean block by block: exact even when a feature's mean dwarfs its
-    spread, with no full centered copy of X.
+    The data are shifted by their first row before summing, so ``E[x²] - E[x]²`` does
+    not cancel even when a feature's mean dwarfs its spread; column sums are BLAS
+    products (:func:`rmatvec`) over blocks, with no full copy of X.
     """
     n, d = X.shape
     dev = X.device if isinstance(X, Tensor) else torch.device("cpu")
-    weights = torch.full((n,), 1.0 / n, device=dev)
-    mean, var, part = (torch.zeros(d, device=dev) for _ in range(3))
-    rmatvec(weights, X, mean)
-    center = mean if isinstance(X, Tensor) else mean.numpy()
+    weights = torch.full((min(n, block),), 1.0 / n, device=dev)
+    first = X[0].copy() if isinstance(X, np.ndarray) else X[0].clone()
+    shift, shift_sq, part = (torch.zeros(d, device=dev) for _ in range(3))
     for start in range(0, n, block):
-        centered = X[start:start + block] - center
+        centered = X[start:start + block] - first
+        rmatvec(weights[:len(centered)], centered, part)
+        shift += part
         centered *= centered
         rmatvec(weights[:len(centered)], centered, part)
-        var += part
-    scale = var.sqrt()
+        shift_sq += part
+    mean = torch.as_tensor(first, device=dev) + shift
+    scale = (shift_sq - shift * shift).clamp_min(0).sqrt()
     return mean, torch.where(scale < 1e-12, torch.ones_like(scale), scale)
 
 

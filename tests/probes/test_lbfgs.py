@@ -68,7 +68,7 @@ def test_numpy_and_torch_products_agree() -> None:
 
 
 def test_line_search_steps_meet_the_strong_wolfe_conditions() -> None:
-    # φ(t) = mean softplus(-k t) + lam t²/2, minimum where k σ(-k t) = lam t: below the
+    # φ(t) = mean softplus(-k t) + lam t²/2, minimum where k σ(-k t) = lam t: below a
     # first trial t = 1, beyond it, and (steep k) far below it but with φ'(1) ≈ 0 already
     k, lam_pp = torch.tensor([1.0, 1.0, 100.0]), torch.tensor([1.0, 0.01, 1e-3])
     lam_up, margin = torch.zeros(3), torch.zeros(3, 50)
@@ -84,7 +84,7 @@ def test_line_search_steps_meet_the_strong_wolfe_conditions() -> None:
         return (torch.sigmoid(margin + t[:, None] * move) * move).mean(1) + t * lam_pp
 
     zero = torch.zeros(3)
-    t, sig = lbfgs._line_search(margin, move, lam_up, lam_pp, slope(zero))
+    t, sig = lbfgs._line_search(margin, move, lam_up, lam_pp, slope(zero), torch.ones(3))
     assert (phi(t) <= phi(zero) + 1e-4 * t * slope(zero)).all()  # sufficient decrease
     assert (slope(t).abs() <= 0.1 * slope(zero).abs()).all()  # curvature
     np.testing.assert_allclose(t[:2].numpy(), t_star[:2], rtol=0.25)  # near the minimum
