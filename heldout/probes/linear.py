@@ -7,8 +7,8 @@ standardization is folded into ``coef_``). ``coef_`` is 1-D, unlike sklearn's
 
 Each can fit in memory (``fit``) or stream a store larger than memory
 (``fit_store``): diff-of-means and LDA from sufficient statistics (class means and a
-covariance, two passes), logistic with full-batch L-BFGS whose every loss/gradient
-evaluation is one pass over the chunks.
+covariance, two passes), logistic with full-batch L-BFGS whose every iteration is
+two passes over the chunks (:mod:`heldout.probes.lbfgs`).
 """
 
 from __future__ import annotations
