@@ -19,11 +19,13 @@ last-level cache (:data:`CPU_GROUP_BYTES`), with the products done by numpy's BL
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
@@ -35,8 +37,8 @@ covariance and its Cholesky factor cost far less than the iterations they save o
 ill-conditioned covariances of real activations. Wider, they no longer pay."""
 
 PRECONDITION_ROWS = 2048
-"""About this many evenly spaced rows (or 4 x d, if more) estimate the
-preconditioner's covariance: it only sets the solver's path, not its optimum."""
+"""This many evenly spaced rows (or 4 x d, if more) estimate the preconditioner's
+covariance: it only sets the solver's path, not its optimum."""
 
 CPU_GROUP_BYTES = 12 * 2**20
 """On CPU, sites are fitted in groups of at most this many bytes of activations (at
@@ -171,7 +173,8 @@ def logistic_lbfgs(data: Passes, sign: Tensor, mean: Tensor, scale: Tensor,
     :func:`preconditioner`, or None. The objective is scikit-learn's,
     ``mean log-loss + ||w||² / (2 C n)`` on standardized features with a free
     intercept, and a site stops as scikit-learn's lbfgs does: when no component of
-    its gradient (standardized weights and intercept) exceeds ``tol``.
+    its gradient (standardized weights and intercept) exceeds ``tol``; a site still
+    above it after ``max_iter`` iterations gives a ``ConvergenceWarning``.
     Returns standardized weights (n_sites, d), intercepts (n_sites,) and the number
     of iterations of each site.
     """
@@ -233,6 +236,13 @@ def logistic_lbfgs(data: Passes, sign: Tensor, mean: Tensor, scale: Tensor,
             G[done], largest_new[done] = old[done], largest[done]
         largest = largest_new
         memory.add(t[:, None] * P, G - old)
+    stuck = largest > tol
+    if bool(stuck.any()):
+        warnings.warn(ConvergenceWarning(
+            f"the logistic fit stopped at max_iter={max_iter} before converging on "
+            f"{int(stuck.sum())} of {n_sites} site(s) (largest gradient component "
+            f"{float(largest.max()):.1e} > tol={tol:g}); fix: raise max_iter or tol"),
+            stacklevel=2)
     return U, b, n_iter
 
 
@@ -354,8 +364,10 @@ def _fit_stack(X: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float
     Xt = torch.as_tensor(X if X.flags.writeable else X.copy(), device=dev)
     n_sites, n, d = Xt.shape
     sign = torch.as_tensor(2.0 * np.asarray(y) - 1.0, dtype=torch.float32, device=dev)
-    # evenly spaced rows (a strided view, no gather) for the preconditioner's covariance
-    step = max(1, -(-n // max(PRECONDITION_ROWS, 4 * d)))
+    # evenly spaced rows for the preconditioner's covariance, at a fractional spacing: an
+    # integer stride can alias with a period in the rows (every k-th token of each
+    # example) and sample only some positions
+    rows = torch.linspace(0, n - 1, min(n, max(PRECONDITION_ROWS, 4 * d)), device=dev).long()
     out: list[list[np.ndarray]] = [[], [], [], [], []]
     for group in _site_groups(n_sites, n * d * 4, dev):
         Xg = Xt[group]
@@ -363,7 +375,7 @@ def _fit_stack(X: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float
         mean, scale = (torch.stack(parts) for parts in zip(*map(_moments, data.X)))
         L = None
         if d <= PRECONDITION_MAX_D:
-            centered = Xg[:, ::step] - mean[:, None, :]
+            centered = Xg[:, rows] - mean[:, None, :]
             cov = _gram(centered) / (centered.shape[1] * scale[:, :, None] * scale[:, None, :])
             L = preconditioner(cov, n, C)
         U, b, n_iter = logistic_lbfgs(data, sign, mean, scale, L, C=C,

@@ -4,11 +4,14 @@ groups, per-site stopping and the wide (unpreconditioned) path give the same fit
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import brentq
 from scipy.special import expit
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch.nn import functional as F
@@ -111,3 +114,26 @@ def test_unpreconditioned_wide_fit_matches_sklearn(monkeypatch) -> None:  # type
     ref = LogisticRegression(tol=1e-8, max_iter=1000).fit(StandardScaler().fit_transform(X), y)
     np.testing.assert_allclose(W[0], ref.coef_[0], atol=2e-3)
     assert b[0] == pytest.approx(ref.intercept_[0], abs=2e-3)
+
+
+def test_too_few_iterations_warn_and_say_the_fix() -> None:
+    Xs = np.stack([planted_linear(400, shift=s, seed=0)[0] for s in (0.2, 3.0)])
+    y = planted_linear(400, seed=0)[1]
+    with pytest.warns(ConvergenceWarning, match=r"2 site\(s\).*fix: raise max_iter"):
+        lbfgs.fit_logistic_batched(Xs, y, tol=1e-8, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: silent
+        lbfgs.fit_logistic_batched(Xs, y, max_iter=200)
+
+
+def test_row_order_with_a_period_does_not_slow_the_fit() -> None:
+    # token rows come in a period (6 positions per example), each position with its own
+    # feature scales; an integer-stride sample of rows for the preconditioner would see
+    # only some positions (stride 9 sees positions 0 and 3) and the fit would crawl
+    X, y, _ = planted_linear(18000, d=32, seed=0)
+    scales = np.exp(np.random.default_rng(1).normal(size=(6, 32)) * 1.5)
+    X = (X * np.tile(scales, (3000, 1))).astype(np.float32)
+    shuffle = np.random.default_rng(2).permutation(len(y))
+    ordered = lbfgs.fit_logistic_batched(X[None], y, max_iter=500)[4][0]
+    shuffled = lbfgs.fit_logistic_batched(X[shuffle][None], y[shuffle], max_iter=500)[4][0]
+    assert ordered <= shuffled + 3
