@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,9 @@ def bench_single(n: int, d: int, C: float, repeat: int) -> None:
     X, y = make_layers(2 * n, d, 1, seed=1)
     X = X[0]
     tr, te = slice(0, n), slice(n, None)
-    LogisticProbe(C=C, max_iter=5).fit(X[:200], y[:200])  # warm-up (torch start-up)
+    with warnings.catch_warnings():  # a deliberately short warm-up (torch start-up)
+        warnings.simplefilter("ignore")
+        LogisticProbe(C=C, max_iter=5).fit(X[:200], y[:200])
     t_ours, ours = best_time(lambda: LogisticProbe(C=C).fit(X[tr], y[tr]), repeat)
     t_sk, sk = best_time(lambda: sklearn_fit(X[tr], y[tr], C), repeat)
     auc_ours = roc_auc_score(y[te], ours.decision_function(X[te]))  # type: ignore[attr-defined]
@@ -90,7 +93,9 @@ def bench_sweep(n: int, d: int, n_layers: int, C: float, repeat: int) -> None:
     tr, te = slice(0, n), slice(n, None)
     # the (n_sites, n, d) training stack, contiguous as sweep() builds it with np.stack
     X_train = np.ascontiguousarray(Xs[:, tr])
-    fit_logistic_batched(X_train[:, :200], y[:200], C=C, max_iter=3)  # warm-up
+    with warnings.catch_warnings():  # a deliberately short warm-up
+        warnings.simplefilter("ignore")
+        fit_logistic_batched(X_train[:, :200], y[:200], C=C, max_iter=3)
     t_ours, (W, b, mean, scale, n_iter) = best_time(  # type: ignore[misc]
         lambda: fit_logistic_batched(X_train, y[tr], C=C), repeat)
     t_sk, models = best_time(lambda: [sklearn_fit(X, y[tr], C) for X in X_train], repeat)
