@@ -65,8 +65,6 @@ class Passes(Protocol):
     """The two products the solver needs, for the sites listed in ``active``; rows of
     the other (converged) sites are left zero and cost nothing."""
 
-    n_sites: int
-
     def project(self, V: Tensor, active: list[int]) -> Tensor:
         """``X_s @ V[s]`` for each active site ``s``: (n_sites, n)."""
 
@@ -117,8 +115,6 @@ class StackedSites:
 class StreamedSite:
     """One site streamed from ``chunks()`` (``(X chunk, y chunk)`` pairs), never whole
     in memory: each product is one pass over the chunks."""
-
-    n_sites = 1
 
     def __init__(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
                  n: int, d: int, device: torch.device) -> None:
@@ -291,7 +287,7 @@ def _line_search(margin: Tensor, move: Tensor, lam_up: Tensor, lam_pp: Tensor,
     """
     n = margin.shape[1]
     bound = 0.1 * slope.abs()
-    t = first.clone()
+    t = first
     lo, hi = torch.zeros_like(t), torch.full_like(t, float("inf"))
     done = torch.zeros_like(t, dtype=torch.bool)
     for _ in range(max_steps):
