@@ -307,25 +307,30 @@ def _line_search(margin: Tensor, move: Tensor, lam_up: Tensor, lam_pp: Tensor,
     return t, torch.sigmoid(torch.addcmul(margin, t[:, None], move))
 
 
-def _moments(X: np.ndarray | Tensor, block: int = 1024) -> tuple[Tensor, Tensor]:
+def _moments(X: np.ndarray | Tensor, scratch: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation (as StandardScaler's) of one site's X (n, d), a
     numpy array on CPU or a tensor on its device, in one pass.
 
     The data are shifted by their first row before summing, so ``E[x²] - E[x]²`` does
     not cancel even when a feature's mean dwarfs its spread; column sums are BLAS
-    products (:func:`rmatvec`) over blocks, with no full copy of X.
+    products (:func:`rmatvec`) over blocks of rows copied into ``scratch`` (k, d),
+    with no full copy of X.
     """
     n, d = X.shape
     dev = X.device if isinstance(X, Tensor) else torch.device("cpu")
-    weights = torch.full((min(n, block),), 1.0 / n, device=dev)
+    block = min(n, len(scratch))
+    weights = torch.full((block,), 1.0 / n, device=dev)
+    subtract = np.subtract if isinstance(X, np.ndarray) else torch.sub
     first = X[0].copy() if isinstance(X, np.ndarray) else X[0].clone()
     shift, shift_sq, part = (torch.zeros(d, device=dev) for _ in range(3))
     for start in range(0, n, block):
-        centered = X[start:start + block] - first
-        rmatvec(weights[:len(centered)], centered, part)
+        rows = X[start:start + block]
+        centered = scratch[:len(rows)]
+        subtract(rows, first, out=centered)
+        rmatvec(weights[:len(rows)], centered, part)
         shift += part
         centered *= centered
-        rmatvec(weights[:len(centered)], centered, part)
+        rmatvec(weights[:len(rows)], centered, part)
         shift_sq += part
     mean = torch.as_tensor(first, device=dev) + shift
     scale = (shift_sq - shift * shift).clamp_min(0).sqrt()
@@ -364,15 +369,19 @@ def _fit_stack(X: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float
     # integer stride can alias with a period in the rows (every k-th token of each
     # example) and sample only some positions
     rows = torch.linspace(0, n - 1, min(n, max(PRECONDITION_ROWS, 4 * d)), device=dev).long()
+    # one scratch block for the moments and the preconditioner's rows: on our CI machine a
+    # fresh 2 MiB array per site cost more (page faults) than the arithmetic on it
+    scratch: np.ndarray | Tensor = (np.empty((len(rows), d), np.float32) if dev.type == "cpu"
+                                    else torch.empty(len(rows), d, device=dev))
     out: list[list[np.ndarray]] = [[], [], [], [], []]
     for group in _site_groups(n_sites, n * d * 4, dev):
-        Xg = Xt[group]
-        data = StackedSites(Xg)
-        mean, scale = (torch.stack(parts) for parts in zip(*map(_moments, data.X)))
+        data = StackedSites(Xt[group])
+        mean, scale = (torch.stack(parts) for parts in zip(*(
+            _moments(site, scratch) for site in data.X)))
         L = None
         if d <= PRECONDITION_MAX_D:
-            centered = Xg[:, rows] - mean[:, None, :]
-            cov = _gram(centered) / (centered.shape[1] * scale[:, :, None] * scale[:, None, :])
+            cov = _sample_covariance(data.X, rows, mean, scratch) / (
+                scale[:, :, None] * scale[:, None, :])
             L = preconditioner(cov, n, C)
         U, b, n_iter = logistic_lbfgs(data, sign, mean, scale, L, C=C,
                                       max_iter=max_iter, tol=tol)
@@ -383,9 +392,16 @@ def _fit_stack(X: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float
     return W, b_all, means, scales, iters
 
 
-def _gram(S: Tensor) -> Tensor:
-    """``Sᵀ S`` per site, (sites, d, d); on CPU through numpy's BLAS (see :func:`matvec`)."""
-    if S.device.type == "cpu":
-        A = S.numpy()
-        return torch.from_numpy(np.stack([a.T @ a for a in A]))
-    return torch.bmm(S.transpose(1, 2), S)
+def _sample_covariance(X: np.ndarray | Tensor, rows: Tensor, mean: Tensor,
+                       scratch: np.ndarray | Tensor) -> Tensor:
+    """Covariance of each site's ``rows`` about its ``mean``, (sites, d, d), with the
+    centered rows in ``scratch`` (len(rows), d). On CPU the Gram product runs in
+    numpy's BLAS (see :func:`matvec`)."""
+    if isinstance(X, np.ndarray):
+        grams = []
+        for site, site_mean in zip(X, mean.numpy()):
+            np.subtract(np.take(site, rows.numpy(), axis=0, out=scratch), site_mean, out=scratch)
+            grams.append(scratch.T @ scratch)
+        return torch.from_numpy(np.stack(grams) / len(rows))
+    centered = X[:, rows] - mean[:, None, :]
+    return torch.bmm(centered.transpose(1, 2), centered) / len(rows)
