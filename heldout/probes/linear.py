@@ -304,20 +304,24 @@ class LogisticProbe(LinearProbe):
         d = self.n_features_in_
         m = _Moments(chunks, gram=d <= PRECONDITION_MAX_D)
         dev = default_device(self.device)
-        mean, scale = (torch.as_tensor(a[None], dtype=torch.float32, device=dev)
-                       for a in (m.mean, m.total_std))  # as StandardScaler computes them
-        L = None
+
+        def solver_array(a: np.ndarray) -> Any:  # numpy on CPU, else a tensor on dev
+            a = np.asarray(a, dtype=np.float32)
+            return a if dev.type == "cpu" else torch.as_tensor(a, device=dev)
+
+        # the standardization as StandardScaler computes it
+        mean, scale = solver_array(m.mean[None]), solver_array(m.total_std[None])
+        K = None
         if m.gram is not None:
-            cov = m.cov / np.outer(m.total_std, m.total_std)
-            L = preconditioner(torch.as_tensor(cov[None], dtype=torch.float32, device=dev),
+            K = preconditioner(solver_array(m.cov[None] / np.outer(m.total_std, m.total_std)),
                                m.n.sum(), self.C)
-        sign = torch.as_tensor(2.0 * m.labels - 1.0, dtype=torch.float32, device=dev)
+        sign = solver_array(2.0 * m.labels - 1.0)
         with one_blas_thread():
             U, b, n_iter = logistic_lbfgs(StreamedSite(chunks, len(sign), d, dev), sign, mean,
-                                          scale, L, C=self.C, max_iter=self.max_iter,
+                                          scale, K, C=self.C, max_iter=self.max_iter,
                                           tol=self.tol)
-        self._set_solution(U[0].cpu().numpy(), float(b[0]), m.mean, m.total_std,
-                           int(n_iter[0]))
+        U = U if isinstance(U, np.ndarray) else U.cpu().numpy()
+        self._set_solution(U[0], float(b[0]), m.mean, m.total_std, int(n_iter[0]))
 
     def _set_solution(self, w: np.ndarray, b: float, mean: np.ndarray, scale: np.ndarray,
                       n_iter: int) -> None:
