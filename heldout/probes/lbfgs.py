@@ -205,15 +205,16 @@ def preconditioner(cov: Array, n: float, C: float) -> Array:
     return K
 
 
-def logistic_lbfgs(data: Passes, sign: Array, mean: Array, scale: Array, K: Array | None, *,
-                   C: float, max_iter: int, tol: float,
+def logistic_lbfgs(data: Passes, sign: Array, mean: Array, scale: Array, K: Array | None,
+                   signed_mean: Array, *, C: float, max_iter: int, tol: float,
                    history: int = 10) -> tuple[Array, Array, np.ndarray]:
     """Fit one logistic regression per site of ``data`` (see the module docstring).
 
     sign : (n,) labels as ±1; mean, scale : (n_sites, d) standardization (folded into
     the products, so no standardized copy of X is made); K : (n_sites, d, d) from
-    :func:`preconditioner`, or None; all from one library, which the solver then runs
-    on. The objective is scikit-learn's, ``mean log-loss + ||w||² / (2 C n)`` on
+    :func:`preconditioner`, or None; signed_mean : (n_sites, d) ``mean(sign * X)``,
+    which gives the gradient at w = 0 without a pass over X; all from one library,
+    which the solver then runs on. The objective is scikit-learn's, ``mean log-loss + ||w||² / (2 C n)`` on
     standardized features with a free intercept, and a site stops as scikit-learn's
     lbfgs does: when no component of its gradient (standardized weights and
     intercept) exceeds ``tol``; a site still above it after ``max_iter`` iterations
@@ -229,18 +230,21 @@ def logistic_lbfgs(data: Passes, sign: Array, mean: Array, scale: Array, K: Arra
     margin = _zeros(sign, n_sites, n)  # -sign * logits, kept up to date
     memory = _History(n_sites, history, d + 1, like=sign)
 
-    def gradient(sig: Array, active: list[int]) -> tuple[Array, Array]:
+    def gradient(sig: Array, active: list[int], XR: Array | None = None
+                 ) -> tuple[Array, Array]:
         """Largest gradient component, in the original problem, and the gradient in
-        the solver's variables ``(v, b / INTERCEPT_SCALE)``; ``sig = σ(margin)``."""
+        the solver's variables ``(v, b / INTERCEPT_SCALE)``; ``sig = σ(margin)``, and
+        ``XR = R @ X`` if already known."""
         R = coef * sig  # d loss / d logits
         total = R.sum(1)
-        G_u = (data.backproject(R, active) - mean * total[:, None]) * inv_scale + lam * U
+        XR = data.backproject(R, active) if XR is None else XR
+        G_u = (XR - mean * total[:, None]) * inv_scale + lam * U
         G_v = G_u if K is None else (K.mT @ G_u[:, :, None])[:, :, 0]
         largest = xp.maximum(xp.amax(xp.abs(G_u), axis=1), xp.abs(total))
         return largest, xp.concat([G_v, INTERCEPT_SCALE * total[:, None]], axis=1)
 
     sig = xp.full((n_sites, n), 0.5, dtype=sign.dtype, device=sign.device)  # σ(margin)
-    largest, G = gradient(sig, list(range(n_sites)))
+    largest, G = gradient(sig, list(range(n_sites)), XR=-signed_mean / 2)
     n_iter = np.zeros(n_sites, dtype=np.int64)
     for _ in range(max_iter):
         running = largest > tol
@@ -295,45 +299,45 @@ class _History:
     iteration instead of the two-loop recursion's 4 x history small operations. A
     rejected pair (``s·y`` not positive) is stored as zeros, which the form ignores.
 
-    The pairs are interleaved, ``SY[:, i] = (s_i, y_i)``, so one product gives both
-    ``S g`` and ``Y g``, and the small matrices the form needs (``R⁻¹`` and the middle
-    block) are built once per new pair, not once per use."""
+    ``SY[:, 0]`` holds the steps s and ``SY[:, 1]`` the gradient changes y, so one
+    product gives both ``S g`` and ``Y g``; the small matrices the form needs (``R⁻¹``
+    and the middle block) are built once per new pair, not once per use."""
 
     def __init__(self, n_sites: int, size: int, n_params: int, like: Array) -> None:
         xp = namespace(like)
-        self.SY = xp.zeros((n_sites, size, 2, n_params), dtype=like.dtype, device=like.device)
+        self.SY = xp.zeros((n_sites, 2, size, n_params), dtype=like.dtype, device=like.device)
         self.gamma = xp.ones((n_sites, 1), dtype=like.dtype, device=like.device)
         self.eye = xp.eye(size, dtype=like.dtype, device=like.device)
+        self.upper = xp.triu(xp.ones_like(self.eye))
         self.R_inv = xp.zeros((n_sites, size, size), dtype=like.dtype, device=like.device)
         self.middle = xp.zeros_like(self.R_inv)
 
     def add(self, s: Array, y: Array) -> None:
         xp = namespace(s)
-        n_sites, size, _, n_params = self.SY.shape
-        sy, yy = xp.linalg.vecdot(s, y), xp.linalg.vecdot(y, y)
-        ok = (sy > 1e-10 * xp.clip(yy, min=1e-30))[:, None]
-        self.SY = xp.roll(self.SY, -1, 1)
-        self.SY[:, -1, 0] = xp.where(ok, s, 0.0)
-        self.SY[:, -1, 1] = xp.where(ok, y, 0.0)
-        self.gamma = xp.where(ok, (sy / xp.clip(yy, min=1e-30))[:, None], self.gamma)
+        n_sites, _, size, n_params = self.SY.shape
+        sy, yy = xp.linalg.vecdot(s, y), xp.clip(xp.linalg.vecdot(y, y), min=1e-30)
+        ok = (sy > 1e-10 * yy)[:, None]
+        pair = xp.where(ok[:, :, None], xp.stack([s, y], axis=1), 0.0)
+        self.SY = xp.concat([self.SY[:, :, 1:], pair[:, :, None]], axis=2)
+        self.gamma = xp.where(ok, (sy / yy)[:, None], self.gamma)
         flat = self.SY.reshape(n_sites, 2 * size, n_params)
         gram = flat @ flat.mT
-        S_Y, Y_Y = gram[:, 0::2, 1::2], gram[:, 1::2, 1::2]
-        empty = xp.linalg.diagonal(gram[:, 0::2, 0::2]) == 0
+        S_Y, Y_Y = gram[:, :size, size:], gram[:, size:, size:]
+        empty = xp.linalg.diagonal(gram[:, :size, :size]) == 0
         # a unit row for an empty slot keeps R invertible
-        self.R_inv = xp.linalg.inv(xp.triu(S_Y) + self.eye * empty[:, :, None])
+        self.R_inv = xp.linalg.inv(S_Y * self.upper + self.eye * empty[:, :, None])
         self.middle = self.eye * xp.linalg.diagonal(S_Y)[:, :, None] + self.gamma[:, :, None] * Y_Y
 
     def times(self, g: Array) -> Array:
         """The inverse-Hessian approximation applied to ``g`` (n_sites, n_params)."""
         xp = namespace(g)
-        n_sites, size, _, n_params = self.SY.shape
+        n_sites, _, size, n_params = self.SY.shape
         flat, gamma = self.SY.reshape(n_sites, 2 * size, n_params), self.gamma
         both = flat @ g[:, :, None]
-        p = self.R_inv @ both[:, 0::2]
-        q = self.R_inv.mT @ (self.middle @ p - gamma[:, :, None] * both[:, 1::2])
-        coef = xp.stack([q[:, :, 0], -gamma * p[:, :, 0]], axis=2).reshape(n_sites, 2 * size)
-        return gamma * g + (flat.mT @ coef[:, :, None])[:, :, 0]
+        p = self.R_inv @ both[:, :size]
+        q = self.R_inv.mT @ (self.middle @ p - gamma[:, :, None] * both[:, size:])
+        coef = xp.concat([q, -gamma[:, :, None] * p], axis=1)
+        return gamma * g + (flat.mT @ coef)[:, :, 0]
 
 
 def _line_search(margin: Array, move: Array, move_sq: Array, lam_up: Array, lam_pp: Array,
@@ -350,14 +354,14 @@ def _line_search(margin: Array, move: Array, move_sq: Array, lam_up: Array, lam_
     n = margin.shape[1]
     bound = 0.1 * xp.abs(slope)
     t = first
-    lo, hi = xp.zeros_like(t), xp.full_like(t, float("inf"))
-    done = xp.zeros_like(t, dtype=xp.bool)
-    for _ in range(max_steps):
+    for step in range(max_steps):
         sig = sigmoid(margin + t[:, None] * move)
         d1 = xp.linalg.vecdot(sig, move) / n + lam_up + t * lam_pp
         done = xp.abs(d1) <= bound
         if bool(done.all()):
             return t, sig
+        if step == 0:  # most searches end at the first trial: no bracket needed
+            lo, hi = xp.zeros_like(t), xp.full_like(t, float("inf"))
         lo, hi = xp.where(d1 < 0, t, lo), xp.where(d1 > 0, t, hi)
         d2 = xp.linalg.vecdot(sig * (1 - sig), move_sq) / n + lam_pp
         newton = t - d1 / xp.clip(d2, min=1e-30)
@@ -369,32 +373,36 @@ def _line_search(margin: Array, move: Array, move_sq: Array, lam_up: Array, lam_
     return t, sigmoid(margin + t[:, None] * move)
 
 
-def _moments(X: Array, scratch: Array) -> tuple[Array, Array]:
-    """Mean and standard deviation (as StandardScaler's) of one site's X (n, d), in
-    X's library, in one pass.
+def _moments(X: Array, sign: Array, scratch: Array) -> tuple[Array, Array, Array]:
+    """Mean, standard deviation (as StandardScaler's) and signed mean ``mean(sign * X)``
+    of one site's X (n, d), in X's library, in one pass.
 
     The data are shifted by their first row before summing, so ``E[x²] - E[x]²`` does
     not cancel even when a feature's mean dwarfs its spread; column sums are BLAS
     products (:func:`rmatvec`) over blocks of rows copied into ``scratch`` (k, d),
-    with no full copy of X.
+    with no full copy of X. The signed sum costs one more product on a block already
+    in cache, where the solver's first gradient would be another pass over X.
     """
     xp = namespace(X)
     n, d = X.shape
     block = min(n, len(scratch))
-    weights = xp.full((block,), 1.0 / n, dtype=X.dtype, device=X.device)
+    weights, signed = xp.full((block,), 1.0 / n, dtype=X.dtype, device=X.device), sign / n
     first = xp.asarray(X[0], copy=True)
-    shift, shift_sq, part = (_zeros(X, d) for _ in range(3))
+    shift, shift_sq, signed_shift, part = (_zeros(X, d) for _ in range(4))
     for start in range(0, n, block):
         rows = X[start:start + block]
         centered = scratch[:len(rows)]
         xp.subtract(rows, first, out=centered)
         rmatvec(weights[:len(rows)], centered, part)
         shift += part
+        rmatvec(signed[start:start + block], centered, part)
+        signed_shift += part
         centered *= centered
         rmatvec(weights[:len(rows)], centered, part)
         shift_sq += part
     scale = xp.sqrt(xp.clip(shift_sq - shift * shift, min=0))
-    return first + shift, xp.where(scale < 1e-12, 1.0, scale)
+    return (first + shift, xp.where(scale < 1e-12, 1.0, scale),
+            signed_shift + first * signed.sum())
 
 
 def _sample_covariance(X: Array, rows: np.ndarray, mean: Array, scratch: Array) -> Array:
@@ -453,14 +461,14 @@ def _fit_stack(X: Array, sign: Array, C: float, max_iter: int, tol: float, dev: 
     out: list[list[np.ndarray]] = [[], [], [], [], []]
     for group in _site_groups(n_sites, n * d * 4, dev):
         data = StackedSites(X[group])
-        mean, scale = (xp.stack(parts) for parts in zip(*(
-            _moments(site, scratch) for site in data.X)))
+        mean, scale, signed_mean = (xp.stack(parts) for parts in zip(*(
+            _moments(site, sign, scratch) for site in data.X)))
         K = None
         if d <= PRECONDITION_MAX_D:
             cov = _sample_covariance(data.X, rows, mean, scratch) / (
                 scale[:, :, None] * scale[:, None, :])
             K = preconditioner(cov, n, C)
-        U, b, n_iter = logistic_lbfgs(data, sign, mean, scale, K, C=C,
+        U, b, n_iter = logistic_lbfgs(data, sign, mean, scale, K, signed_mean, C=C,
                                       max_iter=max_iter, tol=tol)
         for parts, value in zip(out, (U, b, mean, scale)):
             parts.append(value if xp is np else value.cpu().numpy())

@@ -316,10 +316,11 @@ class LogisticProbe(LinearProbe):
             K = preconditioner(solver_array(m.cov[None] / np.outer(m.total_std, m.total_std)),
                                m.n.sum(), self.C)
         sign = solver_array(2.0 * m.labels - 1.0)
+        signed_mean = solver_array((m.n[1] * m.means[1] - m.n[0] * m.means[0])[None] / m.n.sum())
         with one_blas_thread():
             U, b, n_iter = logistic_lbfgs(StreamedSite(chunks, len(sign), d, dev), sign, mean,
-                                          scale, K, C=self.C, max_iter=self.max_iter,
-                                          tol=self.tol)
+                                          scale, K, signed_mean, C=self.C,
+                                          max_iter=self.max_iter, tol=self.tol)
         U = U if isinstance(U, np.ndarray) else U.cpu().numpy()
         self._set_solution(U[0], float(b[0]), m.mean, m.total_std, int(n_iter[0]))
 
