@@ -99,6 +99,7 @@ def bench_sweep(n: int, d: int, n_layers: int, C: float, repeat: int) -> None:
     t_ours, (W, b, mean, scale, n_iter) = best_time(  # type: ignore[misc]
         lambda: fit_logistic_batched(X_train, y[tr], C=C), repeat)
     t_sk, models = best_time(lambda: [sklearn_fit(X, y[tr], C) for X in X_train], repeat)
+    t_torch = torch_path_time(X_train, y[tr], C, repeat)
     gaps = []
     for i, model in enumerate(models):  # type: ignore[attr-defined]
         ours = ((Xs[i, te] - mean[i]) / scale[i]) @ W[i] + b[i]
@@ -110,6 +111,26 @@ def bench_sweep(n: int, d: int, n_layers: int, C: float, repeat: int) -> None:
     print(f"    L-BFGS iterations per layer: heldout {n_iter.tolist()} (sum {n_iter.sum()}), "
           f"sklearn {sk_iter} (sum {sum(sk_iter)})")
     print(f"    speed-up sklearn loop / batched = {t_sk / t_ours:.2f}x (goal >= 3x)")
+    if t_torch is not None:
+        print(f"    (the same solver on torch CPU tensors, its CUDA code path: {t_torch:.3f} s; "
+              f"heldout runs it on numpy arrays on CPU)")
+
+
+def torch_path_time(X: np.ndarray, y: np.ndarray, C: float, repeat: int) -> float | None:
+    """The sweep's solver on CPU torch tensors, the code path CUDA takes; None on a GPU
+    machine, where the batched fit above already ran it."""
+    import torch
+
+    from heldout.probes import lbfgs
+
+    if torch.cuda.is_available():
+        return None
+    Xt = torch.as_tensor(X)
+    sign = torch.as_tensor(2.0 * y - 1.0, dtype=torch.float32)
+    cpu = torch.device("cpu")
+    with lbfgs.one_blas_thread():
+        seconds, _ = best_time(lambda: lbfgs._fit_stack(Xt, sign, C, 100, 1e-4, cpu), repeat)
+    return seconds
 
 
 CHILD = r"""

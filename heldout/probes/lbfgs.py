@@ -11,17 +11,17 @@ iterations.
 
 The solver is written once, against the array API that numpy (2.1 or later) and torch
 share, and runs on whichever library holds its inputs: torch tensors on CUDA, numpy
-arrays on CPU. Between the two passes an iteration is about 130 small operations on
-vectors of d or n_sites numbers, and there numpy's dispatch (about 0.5 us an operation)
-is much cheaper than torch's (2-3 us): on our 2-core CI machine an 8-layer benchmark
-sweep spent 98 ms in the torch solver and 60-70 ms in the same solver on numpy.
+arrays on CPU. Between its two passes an iteration makes about a hundred small operations on
+vectors of d or n_sites numbers, where numpy's dispatch (about 0.5 us an operation) is
+much cheaper than torch's (2-3 us). On our 2-core CI machine the 8-layer benchmark sweep
+takes 0.10-0.11 s on numpy arrays and 0.19 s on torch CPU tensors
+(``benchmarks/probe_fit.py`` prints both); on CPU, torch is used only for its sigmoid.
 
 The passes are matrix-vector products, so their speed is memory bandwidth.
 :func:`fit_logistic_batched` therefore keeps them where the data is fastest: on CUDA
 every site in one group; on CPU, groups of sites whose activations fit in the
 last-level cache (:data:`CPU_GROUP_BYTES`), with the products done by numpy's BLAS
-(``benchmarks/probe_fit.py`` measures the effect of both) on one thread
-(:data:`one_blas_thread`).
+on one thread (:data:`one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -51,23 +51,22 @@ covariance: it only sets the solver's path, not its optimum."""
 CPU_GROUP_BYTES = 12 * 2**20
 """On CPU, sites are fitted in groups of at most this many bytes of activations (at
 least one site each), so that a group stays in the last-level cache across its two
-passes per iteration. On the 2-core AMD EPYC (32 MiB L3) of our CI, a one-thread
-matrix-vector product over a 10 MiB site takes 0.2-0.4 ms inside the solver and about
-1 ms once a group of 8 such sites must come from memory: the 8-layer benchmark sweep
-takes 0.17 s in groups of one site and 0.25-0.28 s in one group."""
+passes per iteration. On the 2-core AMD EPYC (32 MiB L3) of our CI, the 8-layer
+benchmark sweep (10 MiB a site) takes 0.10 s in groups of one site, 0.13 s in groups of
+two and 0.21 s in one group."""
+
 
 def one_blas_thread() -> threadpool_limits:
     """A context in which numpy's BLAS uses one thread. Each product here takes a few
     hundred microseconds, less than BLAS threads need to start and meet: on our 2-core
-    CI machine the 8-layer benchmark sweep took 1.5 s with 2 BLAS threads (scikit-learn's
-    loop 3.4 s) and 0.18 s with one (scikit-learn's 0.35 s)."""
+    CI machine the 8-layer benchmark sweep took 0.43 s with 2 BLAS threads and 0.10 s
+    with one (scikit-learn's loop of fits: 3.5 s with 2, 0.35 s with one)."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
 INTERCEPT_SCALE = 2.0
 """The intercept is solved for as ``b = 2 v_b``: its curvature at zero is 1/4, the same
 scale as the whitened features' (:func:`preconditioner`)."""
-
 
 Array = Any
 """A numpy array (CPU) or a torch tensor (any device): the solver's arrays all come
