@@ -264,7 +264,8 @@ def _ledoit_wolf(S: np.ndarray, fourth: float, n: float) -> float:
 
 class LogisticProbe(LinearProbe):
     """L2-regularized logistic regression on standardized features, fitted with
-    full-batch L-BFGS in torch (on GPU when available).
+    full-batch L-BFGS (:mod:`heldout.probes.lbfgs`): in torch on GPU when available,
+    on numpy arrays on CPU, where that is about twice as fast.
 
     The objective is scikit-learn's: ``mean log-loss + ||w||² / (2 C n)`` with an
     unpenalized intercept, so ``C`` means what it means in ``LogisticRegression``.

@@ -1,7 +1,7 @@
 """Fit every probe kind at every site of a store and compare them on held-out rows.
 
 The logistic probes of all sites are fitted by one batched L-BFGS over a (n_sites,
-d_model) weight tensor (:func:`~heldout.probes.linear.fit_logistic_batched`; on CPU in
+d_model) weight array (:func:`~heldout.probes.linear.fit_logistic_batched`; on CPU in
 cache-sized groups of sites); its ``fit_seconds`` is the total time divided by the
 number of sites. Thresholds come from a control set of benign examples (``control``:
 another store, its label-0 rows), or, without one, from the test split's negatives.

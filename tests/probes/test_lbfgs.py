@@ -55,6 +55,26 @@ def test_compact_history_equals_two_loop_recursion(array) -> None:  # type: igno
     memory.add(array(S[0][None]), array(-Y[0][None]))
     np.testing.assert_allclose(np.asarray(memory.times(array(g[None]))[0]), two_loop(S, Y, g),
                                rtol=1e-10)
+    # past `size` pairs the oldest drop out (the rejected one holds a slot until then)
+    more = rng.normal(size=(4, d))
+    for s in more:
+        memory.add(array(s[None]), array((s @ H)[None]))
+    S, Y = more, more @ H
+    np.testing.assert_allclose(np.asarray(memory.times(array(g[None]))[0]), two_loop(S, Y, g),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("array", LIBRARIES, ids=["numpy", "torch"])
+def test_preconditioner_whitens_the_hessian_at_zero(array) -> None:  # type: ignore[no-untyped-def]
+    # K = L⁻ᵀ for H = cov/4 + I/(C n) = L Lᵀ: upper triangular, and Kᵀ H K = I
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(2, 40, 6)) * np.array([1.0, 10.0, 0.1, 1.0, 3.0, 0.5])
+    cov = np.einsum("sni,snj->sij", A, A) / 40
+    H = cov / 4 + np.eye(6) / (2.0 * 100)
+    K = np.asarray(lbfgs.preconditioner(array(cov.astype(np.float32)), 100, 2.0), np.float64)
+    np.testing.assert_array_equal(np.tril(K, -1), 0.0)
+    np.testing.assert_allclose(K.transpose(0, 2, 1) @ H @ K, np.broadcast_to(np.eye(6), H.shape),
+                               atol=1e-4)
 
 
 def test_numpy_and_torch_products_agree() -> None:
