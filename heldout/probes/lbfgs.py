@@ -11,10 +11,10 @@ iterations.
 
 The solver is written once, against the array API that numpy (2.1 or later) and torch
 share, and runs on whichever library holds its inputs: torch tensors on CUDA, numpy
-arrays on CPU. Between its two passes an iteration makes about a hundred small operations on
-vectors of d or n_sites numbers, where numpy's dispatch (about 0.5 us an operation) is
-much cheaper than torch's (2-3 us). On our 2-core CI machine the 8-layer benchmark sweep
-takes 0.10-0.11 s on numpy arrays and 0.19 s on torch CPU tensors
+arrays on CPU. Between its two passes an iteration makes about a hundred small
+operations on vectors of d or n_sites numbers, where numpy's dispatch (about 0.5 us an
+operation) is much cheaper than torch's (2-3 us). On our 2-core CI machine the 8-layer
+benchmark sweep takes 0.10-0.11 s on numpy arrays and 0.19 s on torch CPU tensors
 (``benchmarks/probe_fit.py`` prints both); on CPU, torch is used only for its sigmoid.
 
 The passes are matrix-vector products, so their speed is memory bandwidth.
@@ -222,12 +222,13 @@ def logistic_lbfgs(data: Passes, sign: Array, mean: Array, scale: Array, K: Arra
     the products, so no standardized copy of X is made); K : (n_sites, d, d) from
     :func:`preconditioner`, or None; signed_mean : (n_sites, d) ``mean(sign * X)``,
     which gives the gradient at w = 0 without a pass over X; all from one library,
-    which the solver then runs on. The objective is scikit-learn's, ``mean log-loss + ||w||² / (2 C n)`` on
-    standardized features with a free intercept, and a site stops as scikit-learn's
-    lbfgs does: when no component of its gradient (standardized weights and
-    intercept) exceeds ``tol``; a site still above it after ``max_iter`` iterations
-    gives a ``ConvergenceWarning``. Returns standardized weights (n_sites, d),
-    intercepts (n_sites,) and the number of iterations of each site.
+    which the solver then runs on. The objective is scikit-learn's,
+    ``mean log-loss + ||w||² / (2 C n)`` on standardized features with a free
+    intercept, and a site stops as scikit-learn's lbfgs does: when no component of its
+    gradient (standardized weights and intercept) exceeds ``tol``; a site still above
+    it after ``max_iter`` iterations gives a ``ConvergenceWarning``. Returns
+    standardized weights (n_sites, d), intercepts (n_sites,) and the number of
+    iterations of each site.
     """
     xp = namespace(sign)
     n_sites, d = mean.shape
@@ -343,7 +344,8 @@ class _History:
         R_inv[:, -1, -1] = 1.0 / delta[:, 0]
         self.R_inv = R_inv
         Y_Y = flat[:, size:] @ flat[:, size:].mT
-        self.middle = self.eye * xp.linalg.diagonal(S_Y)[:, :, None] + self.gamma[:, :, None] * Y_Y
+        self.middle = (self.eye * xp.linalg.diagonal(S_Y)[:, :, None]
+                       + self.gamma[:, :, None] * Y_Y)
 
     def times(self, g: Array) -> Array:
         """The inverse-Hessian approximation applied to ``g`` (n_sites, n_params)."""

@@ -6,6 +6,7 @@ the wide (unpreconditioned) path give the same fits."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ LIBRARIES = [np.asarray, torch.as_tensor]  # the solver runs on either (numpy on
 
 
 @pytest.mark.parametrize("array", LIBRARIES, ids=["numpy", "torch"])
-def test_compact_history_equals_two_loop_recursion(array) -> None:  # type: ignore[no-untyped-def]
+def test_compact_history_equals_two_loop_recursion(array: Any) -> None:
     rng = np.random.default_rng(0)
     d, size = 12, 5
     A = rng.normal(size=(d, d))
@@ -65,7 +66,7 @@ def test_compact_history_equals_two_loop_recursion(array) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("array", LIBRARIES, ids=["numpy", "torch"])
-def test_preconditioner_whitens_the_hessian_at_zero(array) -> None:  # type: ignore[no-untyped-def]
+def test_preconditioner_whitens_the_hessian_at_zero(array: Any) -> None:
     # K = L⁻ᵀ for H = cov/4 + I/(C n) = L Lᵀ: upper triangular, and Kᵀ H K = I
     rng = np.random.default_rng(5)
     A = rng.normal(size=(2, 40, 6)) * np.array([1.0, 10.0, 0.1, 1.0, 3.0, 0.5])
@@ -93,7 +94,7 @@ def test_numpy_and_torch_products_agree() -> None:
 
 
 @pytest.mark.parametrize("array", LIBRARIES, ids=["numpy", "torch"])
-def test_line_search_steps_meet_the_strong_wolfe_conditions(array) -> None:  # type: ignore[no-untyped-def]
+def test_line_search_steps_meet_the_strong_wolfe_conditions(array: Any) -> None:
     # φ(t) = mean softplus(-k t) + lam t²/2, minimum where k σ(-k t) = lam t: below a
     # first trial t = 1, beyond it, and (steep k) far below it but with φ'(1) ≈ 0 already
     k, lam_pp = torch.tensor([1.0, 1.0, 100.0]), torch.tensor([1.0, 0.01, 1e-3])
