@@ -121,7 +121,7 @@ def torch_path_time(X: np.ndarray, y: np.ndarray, C: float, repeat: int) -> floa
     machine, where the batched fit above already ran it."""
     import torch
 
-    from heldout.probes import lbfgs
+    from heldout.probes import batched, lbfgs
 
     if torch.cuda.is_available():
         return None
@@ -129,7 +129,7 @@ def torch_path_time(X: np.ndarray, y: np.ndarray, C: float, repeat: int) -> floa
     sign = torch.as_tensor(2.0 * y - 1.0, dtype=torch.float32)
     cpu = torch.device("cpu")
     with lbfgs.one_blas_thread():
-        seconds, _ = best_time(lambda: lbfgs._fit_stack(Xt, sign, C, 100, 1e-4, cpu), repeat)
+        seconds, _ = best_time(lambda: batched._fit_stack(Xt, sign, C, 100, 1e-4, cpu), repeat)
     return seconds
 
 

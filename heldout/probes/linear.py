@@ -22,10 +22,9 @@ from torch import Tensor
 
 from heldout.errors import DataError, ProbeError
 from heldout.probes.base import BaseProbe, check_finite, check_labels, default_device
+from heldout.probes.batched import PRECONDITION_MAX_D, fit_logistic_batched
 from heldout.probes.lbfgs import (
-    PRECONDITION_MAX_D,
     StreamedSite,
-    fit_logistic_batched,
     logistic_lbfgs,
     one_blas_thread,
     preconditioner,
@@ -34,7 +33,7 @@ from heldout.probes.lbfgs import (
 __all__ = [
     "PRECONDITION_MAX_D", "Chunks", "DiffMeansProbe", "LDAProbe", "LinearProbe", "LogisticProbe",
     "fit_logistic_batched", "logistic_lbfgs", "store_chunks",
-]  # the solver names live in heldout.probes.lbfgs and stay importable from here
+]  # the solver names live in heldout.probes.lbfgs and .batched and stay importable here
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """A re-iterable source of ``(X chunk (rows, d_model), y chunk (rows,))`` pairs."""

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch.nn import functional as F
 
-from heldout.probes import lbfgs
+from heldout.probes import batched, lbfgs
 from tests.probes.conftest import planted_linear
 
 
@@ -129,8 +129,8 @@ def test_torch_path_fits_as_the_numpy_path() -> None:
     y = planted_linear(500, d=24, seed=4)[1]
     sign = (2.0 * y - 1.0).astype(np.float32)
     cpu = torch.device("cpu")
-    on_numpy = lbfgs._fit_stack(Xs, sign, 1.0, 500, 1e-6, cpu)
-    on_torch = lbfgs._fit_stack(torch.as_tensor(Xs), torch.as_tensor(sign), 1.0, 500, 1e-6, cpu)
+    on_numpy = batched._fit_stack(Xs, sign, 1.0, 500, 1e-6, cpu)
+    on_torch = batched._fit_stack(torch.as_tensor(Xs), torch.as_tensor(sign), 1.0, 500, 1e-6, cpu)
     for a, b in zip(on_numpy[:4], on_torch[:4]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     assert np.abs(on_numpy[4] - on_torch[4]).max() <= 1
@@ -139,9 +139,9 @@ def test_torch_path_fits_as_the_numpy_path() -> None:
 def test_cache_groups_do_not_change_the_fit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     Xs = np.stack([planted_linear(400, shift=s, seed=0)[0] for s in (0.2, 1.0, 3.0)])
     y = planted_linear(400, seed=0)[1]
-    together = lbfgs.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
-    monkeypatch.setattr(lbfgs, "CPU_GROUP_BYTES", 1)  # every site its own group
-    apart = lbfgs.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
+    together = batched.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
+    monkeypatch.setattr(batched, "CPU_GROUP_BYTES", 1)  # every site its own group
+    apart = batched.fit_logistic_batched(Xs, y, tol=1e-6, max_iter=500)
     for a, b in zip(together, apart):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # sites stop on their own: an easy site is not dragged along by a hard one
@@ -150,8 +150,8 @@ def test_cache_groups_do_not_change_the_fit(monkeypatch) -> None:  # type: ignor
 
 def test_unpreconditioned_wide_fit_matches_sklearn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     X, y, _ = planted_linear(600, d=16, seed=3)
-    monkeypatch.setattr(lbfgs, "PRECONDITION_MAX_D", 8)  # 16 features count as wide
-    W, b, *_ = lbfgs.fit_logistic_batched(X[None], y, tol=1e-6, max_iter=1000)
+    monkeypatch.setattr(batched, "PRECONDITION_MAX_D", 8)  # 16 features count as wide
+    W, b, *_ = batched.fit_logistic_batched(X[None], y, tol=1e-6, max_iter=1000)
     ref = LogisticRegression(tol=1e-8, max_iter=1000).fit(StandardScaler().fit_transform(X), y)
     np.testing.assert_allclose(W[0], ref.coef_[0], atol=2e-3)
     assert b[0] == pytest.approx(ref.intercept_[0], abs=2e-3)
@@ -161,10 +161,10 @@ def test_too_few_iterations_warn_and_say_the_fix() -> None:
     Xs = np.stack([planted_linear(400, shift=s, seed=0)[0] for s in (0.2, 3.0)])
     y = planted_linear(400, seed=0)[1]
     with pytest.warns(ConvergenceWarning, match=r"2 site\(s\).*fix: raise max_iter"):
-        lbfgs.fit_logistic_batched(Xs, y, tol=1e-8, max_iter=2)
+        batched.fit_logistic_batched(Xs, y, tol=1e-8, max_iter=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # converged: silent
-        lbfgs.fit_logistic_batched(Xs, y, max_iter=200)
+        batched.fit_logistic_batched(Xs, y, max_iter=200)
 
 
 def test_row_order_with_a_period_does_not_slow_the_fit() -> None:
@@ -175,6 +175,6 @@ def test_row_order_with_a_period_does_not_slow_the_fit() -> None:
     scales = np.exp(np.random.default_rng(1).normal(size=(6, 32)) * 1.5)
     X = (X * np.tile(scales, (3000, 1))).astype(np.float32)
     shuffle = np.random.default_rng(2).permutation(len(y))
-    ordered = lbfgs.fit_logistic_batched(X[None], y, max_iter=500)[4][0]
-    shuffled = lbfgs.fit_logistic_batched(X[shuffle][None], y[shuffle], max_iter=500)[4][0]
+    ordered = batched.fit_logistic_batched(X[None], y, max_iter=500)[4][0]
+    shuffled = batched.fit_logistic_batched(X[shuffle][None], y[shuffle], max_iter=500)[4][0]
     assert ordered <= shuffled + 3
