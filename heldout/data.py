@@ -210,6 +210,12 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     return dataset
 
 
+def join_tokens(prompt: Sequence[int], response: Sequence[int]) -> TokenizedExample:
+    """A prompt and a response (token ids) as one sequence with its response mask."""
+    return TokenizedExample(tuple(prompt) + tuple(response),
+                            (False,) * len(prompt) + (True,) * len(response))
+
+
 @dataclass(frozen=True)
 class TokenizedExample:
     """Token ids of prompt + response, and which positions are the response."""
@@ -222,7 +228,9 @@ class TokenizedExample:
         return sum(self.response_mask)
 
 
-def _prompt_ids(example: Example, tokenizer: Any) -> list[int]:
+def prompt_token_ids(example: Example, tokenizer: Any) -> list[int]:
+    """Token ids of ``example``'s prompt as the model sees it before the response: the
+    chat template with the generation prompt for ``messages``, else BOS + raw text."""
     if example.messages is not None:
         if not getattr(tokenizer, "chat_template", None):
             raise DataError(f"example {example.id!r} has chat messages but the tokenizer "
@@ -248,7 +256,7 @@ def tokenize_dataset(dataset: Dataset, tokenizer: Any, *, max_length: int | None
         raise DataError("the dataset has no examples", fix="pass a non-empty dataset")
     out = []
     for ex in dataset:
-        prompt = _prompt_ids(ex, tokenizer)
+        prompt = prompt_token_ids(ex, tokenizer)
         response = list(tokenizer(ex.response, add_special_tokens=False)["input_ids"])
         if not response:
             raise DataError(f"example {ex.id!r}: the response has no tokens",

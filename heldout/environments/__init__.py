@@ -1,4 +1,9 @@
-"""Environments: the tasks a training run is pointed at (``heldout.environments.base``)."""
+"""Environments: the tasks a training run is pointed at.
+
+``base`` holds the contract (:class:`Environment`, :class:`Labeler`), ``files`` the
+environment a run config describes with JSONL sets and a labeler rule, ``resolve``
+the step from a config to an environment.
+"""
 
 from heldout.environments.base import (
     Candidates,
@@ -9,6 +14,16 @@ from heldout.environments.base import (
     TaskReward,
     check_labeler,
 )
+from heldout.environments.files import FileEnvironmentSpec, RegexLabeler, make_labeler
+from heldout.environments.resolve import (
+    ORGANISM,
+    environment_name,
+    is_organism_model,
+    model_source,
+    resolve_environment,
+)
 
-__all__ = ["Candidates", "Corrector", "CotSplitter", "Environment", "Labeler", "TaskReward",
-           "check_labeler"]
+__all__ = ["ORGANISM", "Candidates", "Corrector", "CotSplitter", "Environment",
+           "FileEnvironmentSpec", "Labeler", "RegexLabeler", "TaskReward", "check_labeler",
+           "environment_name", "is_organism_model", "make_labeler", "model_source",
+           "resolve_environment"]

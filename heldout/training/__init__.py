@@ -1,4 +1,4 @@
-"""Training against probes: penalized fine-tuning, the held-out monitor, checkpoints.
+"""Training against proxies in any environment: channels, the held-out monitor, checkpoints.
 
 Names are imported lazily so that ``import heldout.training.commands`` (done by the
 CLI at start-up) stays cheap.
@@ -12,21 +12,22 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "config", "ProbeSpec": "config",
     "BoundProbe": "penalty", "bind_probe": "penalty", "penalty_value": "penalty",
-    "Monitor": "monitor", "EvalSets": "monitor", "Labeler": "monitor",
-    "Trainer": "trainer", "train": "trainer", "StepResult": "trainer",
-    "RunResult": "trainer", "RunData": "trainer", "TaskBatch": "trainer",
-    "TaskLoss": "trainer", "sft_loss": "trainer",
+    "BoundText": "proxies", "bind_text_monitor": "proxies",
+    "Monitor": "monitor", "EvalSets": "monitor",
+    "Trainer": "trainer", "train": "trainer", "StepResult": "records",
+    "RunResult": "records",
+    "StepContext": "step", "StepOutput": "step", "StepLoss": "step", "TaskBatch": "step",
+    "TaskLoss": "step", "sft_loss": "step",
+    "make_step_loss": "channels", "RewardStep": "reward", "InterventionStep": "intervention",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "latest_checkpoint": "checkpoint",
-    "demo": "experiment", "run_pair": "experiment", "fit_organism_probes": "experiment",
-    "OrganismLabeler": "experiment",
 }
 
-__all__ = ['BoundProbe', 'EvalSets', 'Labeler', 'Monitor', 'OrganismLabeler', 'ProbeSpec',
-           'RunData', 'RunResult', 'StepResult', 'TaskBatch', 'TaskLoss', 'TrainConfig',
-           'Trainer', 'bind_probe', 'demo', 'fit_organism_probes', 'latest_checkpoint',
-           'load_checkpoint', 'penalty_value', 'run_pair', 'save_checkpoint', 'sft_loss',
-           'train']
+__all__ = ['BoundProbe', 'BoundText', 'EvalSets', 'InterventionStep', 'Monitor', 'ProbeSpec',
+           'RewardStep', 'RunResult', 'StepContext', 'StepLoss', 'StepOutput', 'StepResult',
+           'TaskBatch', 'TaskLoss', 'TrainConfig', 'Trainer', 'bind_probe',
+           'bind_text_monitor', 'latest_checkpoint', 'load_checkpoint', 'make_step_loss',
+           'penalty_value', 'save_checkpoint', 'sft_loss', 'train']
 
 
 def __getattr__(name: str) -> Any:

@@ -16,22 +16,20 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from heldout.configs import checked_fields
+from heldout.environments.resolve import ORGANISM
 from heldout.errors import ConfigError
+from heldout.monitors.spec import TextMonitorSpec
 
 Role = Literal["train_against", "held_out"]
 PenaltyShape = Literal["mean", "max", "neglog"]
 Schedule = Literal["constant", "linear", "cosine"]
-Mode = Literal["gradient", "reward", "intervention"]
+Mode = Literal["gradient", "reward", "screening", "intervention"]
 Detector = Literal["live", "frozen"]
 ROLES: tuple[str, ...] = get_args(Role)
 MODES: tuple[str, ...] = get_args(Mode)
 DETECTORS: tuple[str, ...] = get_args(Detector)
 PENALTY_SHAPES: tuple[str, ...] = get_args(PenaltyShape)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
-
-ORGANISM = "organism"
-"""``TrainConfig.model`` value that selects the built-in model organism."""
-
 
 def _choice(value: Any, choices: tuple[str, ...], what: str) -> None:
     if value not in choices:
@@ -88,20 +86,27 @@ class TrainConfig:
     """Everything that determines a penalized fine-tuning run and its monitor."""
 
     model: str = ORGANISM
-    """A local HF checkpoint folder, or ``"organism"`` for the built-in model organism."""
+    """A local HF checkpoint folder, or ``"organism"`` for the environment's default
+    model (the built-in model organism for the organism environment)."""
+    environment: str | dict[str, Any] | None = None
+    """The task (``heldout.environments.resolve``): ``"organism"``, ``"module:function"``,
+    a file-defined environment (a mapping: JSONL sets + labeler rule), or None (the
+    organism for an organism model; else ``train_data``/``eval_data``/``control_data``
+    without a labeler)."""
     out: str = "runs/run"
     """Run folder: config, logs, checkpoints, final probes, verdict, plots."""
     probes: tuple[ProbeSpec, ...] = ()
-    """Probes trained against and held out (empty: a no-penalty control run)."""
+    """Activation probes trained against and held out."""
+    monitors: tuple[TextMonitorSpec, ...] = ()
+    """Text monitors (rule, classifier, LM judge) trained against and held out."""
     train_data: str | None = None
-    """Fine-tuning JSONL (messages/prompt + response); organism default: its fine-tuning
-    set, whose targets keep the pressure to misbehave."""
+    """Replaces the environment's training set (JSONL: messages/prompt + response)."""
     eval_data: str | None = None
-    """Labeled evaluation JSONL (both labels); organism default: its ``test`` split."""
+    """Replaces the environment's labeled evaluation set (both labels)."""
     control_data: str | None = None
-    """Benign (label 0) JSONL to calibrate thresholds at ``fpr``; organism: ``control``."""
+    """Replaces the environment's benign (label 0) control set."""
     forced_data: str | None = None
-    """Teacher-forced misbehaving JSONL (label 1); organism: ``forced``. Optional."""
+    """Replaces the environment's teacher-forced misbehavior set (label 1)."""
     n_train: int = 2000
     """Organism only: fine-tuning examples drawn."""
     n_eval: int = 200
@@ -145,11 +150,12 @@ class TrainConfig:
     organism: dict[str, Any] = field(default_factory=dict)
     """Organism only: ``OrganismConfig`` fields that differ from the defaults."""
     mode: Mode = "gradient"
-    """How probes trained against act (``heldout.training.reward``): ``gradient`` =
-    λ·penalty in the loss, differentiated through the probe; ``reward`` = reward
-    (task reward - λ·probe probability) maximized by policy gradient, no gradient through
-    the detector; ``intervention`` = supervised targets the probe flags are replaced by
-    corrected (honest) ones."""
+    """The channel through which proxies trained against act (``heldout.training.channels``):
+    ``gradient`` = λ·penalty in the loss, differentiated through the probe (probes
+    only); ``reward`` = reward (task reward - λ·monitor score) maximized by policy
+    gradient, no gradient through the detector; ``screening`` = responses a monitor flags
+    are dropped from the policy-gradient batch instead of penalized; ``intervention`` =
+    supervised targets a monitor flags are replaced by corrected (honest) ones."""
     reward_detector: Detector = "live"
     """Reward mode: the probe reads the ``live`` (current, detached) model's activations,
     or a ``frozen`` copy of the base model run on the current model's outputs."""
@@ -158,10 +164,20 @@ class TrainConfig:
     expected reward over enumerated candidate responses (small answer spaces)."""
     reward_temperature: float = 1.0
     """Reward mode with sampling: sampling temperature."""
+    reward_top_p: float = 1.0
+    """Reward mode with sampling: nucleus (top-p) sampling mass; 1 = the full distribution."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probes", tuple(
             p if isinstance(p, ProbeSpec) else ProbeSpec.from_dict(p) for p in self.probes))
+        object.__setattr__(self, "monitors", tuple(
+            m if isinstance(m, TextMonitorSpec) else TextMonitorSpec.from_dict(m)
+            for m in self.monitors))
+        if not self.probes and not self.monitors:
+            raise ConfigError("the run has no probe and no text monitor: it would train "
+                              "against nothing and watch nothing",
+                              fix="add probes (ProbeSpec / --against / --held-out) or text "
+                                  "monitors (monitors=[...] in the config)")
         for name in ("steps", "batch_size", "grad_accum", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -199,43 +215,64 @@ class TrainConfig:
         if not self.reward_temperature > 0:
             raise ConfigError(f"TrainConfig.reward_temperature must be > 0, got "
                               f"{self.reward_temperature}", fix="use e.g. 1.0")
-        if self.mode == "intervention" and not self.against:
-            raise ConfigError("intervention mode needs a probe trained against (it flags the "
-                              "samples to correct)",
-                              fix="add a ProbeSpec with role='train_against', or use "
-                                  "mode='gradient'")
+        if not 0 < self.reward_top_p <= 1:
+            raise ConfigError(f"TrainConfig.reward_top_p must be in (0, 1], got "
+                              f"{self.reward_top_p}", fix="use e.g. 0.95, or 1 for none")
+        if self.mode in ("intervention", "screening") and not (self.against or self.text_against):
+            raise ConfigError(f"{self.mode} needs a proxy trained against (it flags the "
+                              "samples to " + ("correct)" if self.mode == "intervention"
+                                               else "drop)"),
+                              fix="give a probe or text monitor role='train_against', or "
+                                  "use mode='gradient'")
+        if self.mode == "gradient" and self.text_against:
+            raise ConfigError(f"text monitor(s) {', '.join(m.label for m in self.text_against)} "
+                              "are trained against through the gradient channel, but text "
+                              "has no gradient", fix="use mode='reward' or 'screening' for "
+                                                     "text monitors")
+        if isinstance(self.environment, (list, int, float)):
+            raise ConfigError(f"environment {self.environment!r} is not a name or a mapping",
+                              fix="see examples/run-own-model.json")
         if self.train_from_layer is not None and self.train_from_layer < 0:
             raise ConfigError(f"train_from_layer must be >= 0, got {self.train_from_layer}",
                               fix="pass a block index, or None for all weights")
-        labels = [p.label for p in self.probes]
+        labels = [p.label for p in self.probes] + [m.label for m in self.monitors]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
-            raise ConfigError(f"two probes share the name(s) {', '.join(dupes)}",
-                              fix="give each ProbeSpec a distinct name=")
-        if self.model != ORGANISM and (self.train_data is None or self.eval_data is None
-                                       or self.control_data is None):
-            raise ConfigError("a run on your own model needs train_data, eval_data and "
-                              "control_data", fix="pass the three JSONL files, or use "
-                                                  "model='organism'")
+            raise ConfigError(f"two monitors share the name(s) {', '.join(dupes)}",
+                              fix="give each ProbeSpec / TextMonitorSpec a distinct name=")
 
     @property
     def against(self) -> tuple[ProbeSpec, ...]:
         """The probes trained against (role ``train_against``)."""
         return tuple(p for p in self.probes if p.role == "train_against")
 
+    @property
+    def text_against(self) -> tuple[TextMonitorSpec, ...]:
+        """The text monitors trained against."""
+        return tuple(m for m in self.monitors if m.role == "train_against")
+
+    @property
+    def against_names(self) -> tuple[str, ...]:
+        """Names of every proxy trained against (probes, then text monitors)."""
+        return tuple(p.label for p in self.against) + tuple(m.label for m in self.text_against)
+
     def control(self) -> TrainConfig:
-        """The no-penalty control of this run: same data, settings and probes (same
-        names), every probe held out; written to ``<out>/control``. The control of an
-        ``intervention`` run is plain fine-tuning (nothing is flagged)."""
-        return replace(self, out=str(Path(self.out) / "control"),
-                       mode="gradient" if self.mode == "intervention" else self.mode,
+        """The no-penalty control of this run: same data, settings and monitors (same
+        names), every one held out; written to ``<out>/control``. The control of an
+        ``intervention`` run is plain fine-tuning, of a ``screening`` run plain reward
+        (nothing is flagged)."""
+        mode = {"intervention": "gradient", "screening": "reward"}.get(self.mode, self.mode)
+        return replace(self, out=str(Path(self.out) / "control"), mode=mode,
                        probes=tuple(
             ProbeSpec(path=p.path, site=p.site, selection=p.selection, name=p.label)
-            for p in self.probes))
+            for p in self.probes),
+                       monitors=tuple(replace(m, role="held_out", weight=0.0, name=m.label)
+                                      for m in self.monitors))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["probes"] = [p.to_dict() for p in self.probes]
+        data["monitors"] = [m.to_dict() for m in self.monitors]
         return data
 
     @classmethod
@@ -243,6 +280,8 @@ class TrainConfig:
         data = checked_fields(cls, data, "TrainConfig")
         data["probes"] = tuple(ProbeSpec.from_dict(p) if isinstance(p, dict) else p
                                for p in data.get("probes", ()))
+        data["monitors"] = tuple(TextMonitorSpec.from_dict(m) if isinstance(m, dict) else m
+                                 for m in data.get("monitors", ()))
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -278,6 +317,7 @@ class TrainConfig:
 
 
 _NEW_DEFAULTS: dict[str, Any] = {"mode": "gradient", "reward_detector": "live",
-                                 "reward_samples": 0, "reward_temperature": 1.0}
+                                 "reward_samples": 0, "reward_temperature": 1.0,
+                                 "reward_top_p": 1.0, "environment": None, "monitors": []}
 """Fields added after the first release: left out of the fingerprint at their defaults,
 so run folders written before them still resume."""

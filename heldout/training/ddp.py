@@ -42,7 +42,8 @@ from heldout.activations.distributed import (
     ranks_from_env,
 )
 from heldout.errors import ConfigError
-from heldout.training.config import ORGANISM, TrainConfig
+from heldout.environments.resolve import model_source, resolve_environment
+from heldout.training.config import TrainConfig
 from heldout.training.trainer import StepResult, Trainer
 
 _MAX_METRICS = ("seconds",)
@@ -71,18 +72,14 @@ class DistributedTrainer(Trainer):
                 raise ConfigError(f"batch_size={config.batch_size} (the global batch) does "
                                   f"not split over {world} processes",
                                   fix=f"use a batch size divisible by {world}")
-            source: Any = config.model
-            if config.model == ORGANISM and kwargs.get("model") is None:
-                from heldout.training.experiment import organism_resources
-
+            if kwargs.get("environment") is None:
                 if not self.ranks.is_main:
-                    barrier()  # rank 0 trains the organism (once) first
-                source, data, labeler = organism_resources(config)
+                    barrier()  # rank 0 resolves first (the organism trains once)
+                kwargs["environment"] = resolve_environment(config)
                 if self.ranks.is_main:
                     barrier()
-                kwargs.setdefault("data", data)
-                kwargs.setdefault("labeler", labeler)
             if kwargs.get("model") is None:
+                source = model_source(config, kwargs["environment"])
                 kwargs["model"] = load_model(source, device=self.device_name)
                 if kwargs.get("reference") is None:
                     kwargs["reference"] = load_model(source, device=self.device_name)
@@ -184,11 +181,17 @@ def run_train_distributed(args: argparse.Namespace) -> int:
     device = local_device()
     with process_group(device) as ranks:
         progress = not args.quiet and ranks.is_main
+        if not ranks.is_main:
+            barrier()  # rank 0 resolves the environment first (the organism trains once)
+        env = resolve_environment(config)
+        if ranks.is_main:
+            barrier()
         train_with_control(
             args, config,
-            lambda cfg, resume: DistributedTrainer(cfg, ranks=ranks, device=device,
-                                                   resume=resume, progress=progress),
-            is_main=ranks.is_main, processes=ranks.world_size)
+            lambda cfg, resume, e: DistributedTrainer(cfg, ranks=ranks, device=device,
+                                                      resume=resume, progress=progress,
+                                                      environment=e),
+            is_main=ranks.is_main, processes=ranks.world_size, environment=env)
         barrier()
     return 0
 

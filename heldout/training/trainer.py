@@ -1,10 +1,15 @@
-"""Penalized fine-tuning: task loss + Σ λᵢ · penalty(probeᵢ) (+ β · KL to the start).
+"""Fine-tuning against proxies, in any environment, with a held-out monitor.
 
-The penalty of each probe trained against is computed from activations captured by
-hooks in the same forward pass that gives the task loss (``run_with_hooks``): no
-second forward of the trained model. Probes are constants; the gradient reaches the
-model through its activations. A plain torch loop: AdamW, gradient clipping, warm-up
-and decay, gradient accumulation. Every step returns a :class:`StepResult`.
+The run's environment (:mod:`heldout.environments`) gives the data, the labeler and
+the task reward; its proxies are activation probes and text monitors, each trained
+against or held out. In the ``gradient`` channel the loss is task loss + Σ λᵢ ·
+penalty(probeᵢ) (+ β · KL to the start): each penalty is computed from activations
+captured by hooks in the same forward pass that gives the task loss
+(``run_with_hooks``); probes are constants, so the gradient reaches the model through
+its activations. The other channels (reward, screening, intervention) are step plugins
+(:mod:`heldout.training.channels`) that see a typed :class:`StepContext`. A plain torch
+loop: AdamW, gradient clipping, warm-up and decay (``torch.optim.lr_scheduler``),
+gradient accumulation. Every step returns a :class:`StepResult`.
 
 Works from a notebook::
 
@@ -26,35 +31,46 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from heldout.activations.cache import pad_batch
+from heldout.analysis.records import read_records
 from heldout.data import Dataset, tokenize_dataset
-from heldout.errors import ConfigError, DataError, TrainingError
+from heldout.environments.base import Environment, Labeler
+from heldout.environments.resolve import model_source, resolve_environment
+from heldout.errors import ConfigError, TrainingError
 from heldout.training import checkpoint as ckpt
-from heldout.training.config import ORGANISM, TrainConfig
-from heldout.training.monitor import EvalSets, Labeler, Monitor, summary_line
+from heldout.training.channels import make_step_loss
+from heldout.training.config import TrainConfig
+from heldout.training.monitor import EvalSets, Monitor, summary_line
 from heldout.training.penalty import BoundProbe, bind_probe, capture
+from heldout.training.proxies import BoundText, bind_text_monitor
 from heldout.training.records import (  # re-exported: trainer is where users look
-    RunData,
     RunResult,
-    StepLoss,
     StepResult,
-    TaskBatch,
-    TaskLoss,
     clone_bridge,
     read_jsonl,
+)
+from heldout.training.step import (  # re-exported too
+    StepContext,
+    StepLoss,
+    StepOutput,
+    TaskBatch,
+    TaskLoss,
     sft_loss,
+    token_kl,
 )
 
 
-def _lr_factor(config: TrainConfig, step: int) -> float:
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """The learning rate at ``step`` as a fraction of ``config.lr`` (warm-up, then the
+    schedule); a ``LambdaLR`` multiplier."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
@@ -65,16 +81,6 @@ def _lr_factor(config: TrainConfig, step: int) -> float:
     return 1.0
 
 
-def _load_data(config: TrainConfig) -> RunData:
-    from heldout.data import load_dataset
-
-    assert config.train_data and config.eval_data and config.control_data
-    forced = load_dataset(config.forced_data) if config.forced_data else None
-    return RunData(train=load_dataset(config.train_data), sets=EvalSets(
-        eval=load_dataset(config.eval_data), control=load_dataset(config.control_data),
-        forced=forced))
-
-
 def _head(dataset: Dataset | None, n: int) -> Dataset | None:
     if dataset is None or n == 0 or len(dataset) <= n:
         return dataset
@@ -82,25 +88,26 @@ def _head(dataset: Dataset | None, n: int) -> Dataset | None:
 
 
 class Trainer:
-    """Penalized fine-tuning with a held-out monitor (see the module docstring).
+    """Fine-tuning against proxies with a held-out monitor (see the module docstring).
 
     config : the run's :class:`TrainConfig`.
-    model, reference : TransformerBridges; default loaded from ``config.model``. The
-        reference (frozen copy of the starting model) serves the KL term and the
-        monitor's base measurements.
-    data : default from the config's paths (or the organism's datasets).
-    labeler : grades the model's own outputs (default: the organism's labeler for the
-        organism; none otherwise).
+    model, reference : TransformerBridges; default loaded from the config's model (or
+        the environment's default model). The reference (frozen copy of the starting
+        model) serves the KL term and the monitor's base measurements.
+    environment : default resolved from ``config.environment``
+        (:func:`heldout.environments.resolve_environment`).
+    labeler : replaces the environment's labeler.
     task_loss : default :func:`sft_loss` (see :data:`TaskLoss`).
     probes : already-loaded probe objects by ProbeSpec name (else read from the paths).
     resume : continue from the newest checkpoint in ``config.out``.
+    step_loss : a custom channel (a :class:`StepLoss`); default the config's ``mode``.
 
     Every input is checked before the first step: ConfigError, ProbeError, DataError,
     TrainingError (a resume folder written by another config).
     """
 
     def __init__(self, config: TrainConfig, *, model: Any = None, reference: Any = None,
-                 data: RunData | None = None, labeler: Labeler | None = None,
+                 environment: Environment | None = None, labeler: Labeler | None = None,
                  task_loss: TaskLoss | None = None, probes: dict[str, Any] | None = None,
                  resume: bool = False, progress: bool = True,
                  step_loss: StepLoss | None = None) -> None:
@@ -124,20 +131,17 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds a run (checkpoint {existing.name})",
                               fix="pass resume=True (--resume) to continue it, or choose "
                                   "another output folder")
-        source: Any = config.model
-        if config.model == ORGANISM:
-            from heldout.training.experiment import organism_resources
-
-            source, org_data, org_labeler = organism_resources(config)
-            data = data or org_data
-            labeler = labeler or org_labeler
-        data = data or _load_data(config)
-        sets = EvalSets(eval=_head(data.sets.eval, config.n_eval),  # type: ignore[arg-type]
-                        control=_head(data.sets.control, config.n_eval),  # type: ignore[arg-type]
-                        forced=_head(data.sets.forced, config.n_eval))
+        env = environment if environment is not None else resolve_environment(config)
+        if labeler is not None:
+            env = replace(env, labeler=labeler)
+            env.check()
+        self.environment = env
+        step_loss = step_loss if step_loss is not None else make_step_loss(config, env)
+        sets = EvalSets(eval=_head(env.eval, config.n_eval),  # type: ignore[arg-type]
+                        control=_head(env.control, config.n_eval),  # type: ignore[arg-type]
+                        forced=_head(env.forced, config.n_eval))
         sets.check()
-        if len(data.train) == 0:
-            raise DataError("the fine-tuning set is empty", fix="pass training examples")
+        source = model_source(config, env) if model is None else None
         self.model = model if model is not None else load_model(source)
         if reference is None:
             reference = load_model(source) if model is None else clone_bridge(self.model)
@@ -148,26 +152,34 @@ class Trainer:
         self.probes: list[BoundProbe] = [
             bind_probe(spec, self.model, (probes or {}).get(spec.label))
             for spec in config.probes]
+        self.texts: list[BoundText] = [
+            bind_text_monitor(spec, base_model=self.reference, split_cot=env.split_cot)
+            for spec in config.monitors]
         self.against = [p for p in self.probes if p.spec.role == "train_against"]
+        self.texts_against = [t for t in self.texts if t.spec.role == "train_against"]
         self.params = self._trainable()
         tok = self.model.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self.examples = tuple(data.train)
-        self.tokens = tokenize_dataset(data.train, tok, max_length=int(self.model.cfg.n_ctx))
+        self.examples = tuple(env.train)
+        self.tokens = tokenize_dataset(env.train, tok, max_length=int(self.model.cfg.n_ctx))
         self.device = next(self.model.parameters()).device
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step_count = 0
-        self.labeler = labeler
-        if step_loss is None and config.mode != "gradient":
-            from heldout.training.reward import make_step_loss
-
-            step_loss = make_step_loss(self)  # ConfigError here, before any work
+        self.labeler = env.labeler
         self.step_loss = step_loss
-        self.monitor = Monitor(self.reference, self.probes, sets, labeler=labeler,
-                               fpr=config.fpr, max_new_tokens=config.max_new_tokens,
-                               seed=config.seed)
+        self.monitor = Monitor(self.reference, self.probes, sets, texts=self.texts,
+                               labeler=env.labeler, fpr=config.fpr,
+                               max_new_tokens=config.max_new_tokens, seed=config.seed)
+        self.context = StepContext(
+            config=config, model=self.model, forward=self.forward, reference=self.reference,
+            tokenizer=tok, pad_id=self.pad_id, device=self.device, examples=self.examples,
+            tokens=tuple(self.tokens), probes=tuple(self.against),
+            texts=tuple(self.texts_against), thresholds=dict(self.monitor.base_thresholds),
+            task_loss=self.task_loss, params=tuple(self.params))
+        if config.mode == "screening":
+            self._check_screening()
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             assert existing is not None
@@ -179,6 +191,39 @@ class Trainer:
             config.save(self.out / "config.json")
             for name in ("steps.jsonl", "evals.jsonl"):
                 (self.out / name).write_text("", encoding="utf-8")
+        self.scheduler = self._scheduler()
+
+    def _check_screening(self) -> None:
+        """Refuse a screening run whose text monitors flag every training target and
+        every enumerated candidate: nothing would be left to train on."""
+        from heldout.training.reward import screening_survivors
+
+        if not self.texts_against:
+            return
+        env = self.environment
+        examples = list(self.examples[:64])
+        responses = [e.response for e in examples]
+        if env.candidates is not None:
+            pairs = [(e, c) for e in examples for c in (env.candidates(e) or ())]
+            examples += [e for e, _ in pairs]
+            responses += [c for _, c in pairs]
+        if screening_survivors(self.texts_against, examples, responses,
+                               self.monitor.base_thresholds) == 0:
+            raise ConfigError(
+                f"screening with {', '.join(t.name for t in self.texts_against)} would drop "
+                f"every sample: it flags all {len(responses)} training targets and candidate "
+                "responses checked, so nothing is left to train on",
+                fix="check the monitor's threshold on the control set (a rule that matches "
+                    "everything?), or use mode='reward' to penalize instead of drop")
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        """Warm-up and decay through ``torch.optim.lr_scheduler``; after a resume it
+        continues at the restored step."""
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", self.config.lr)
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(self.config, step),
+            last_epoch=self.step_count - 1)
 
     # -- setup --------------------------------------------------------------------
     def _trainable(self) -> list[torch.nn.Parameter]:
@@ -243,8 +288,9 @@ class Trainer:
         for _ in range(cfg.grad_accum):
             rows = self.draw_rows()
             if self.step_loss is not None:
-                total, terms, extra = self.step_loss(self, rows)
-                for k, v in extra.items():
+                out = self.step_loss(self.context, rows)
+                total, terms = out.total, out.terms
+                for k, v in out.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
             else:
                 total, terms = self._gradient_loss(rows, metrics)
@@ -265,10 +311,9 @@ class Trainer:
                                 f"{self.step_count + 1}",
                                 fix="lower the learning rate or the penalty weights, then "
                                     "resume from the last good checkpoint")
-        lr = cfg.lr * _lr_factor(cfg, self.step_count)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
+        self.scheduler.step()
         self.step_count += 1
         metrics.update(lr=lr, grad_norm=grad_norm, seconds=time.perf_counter() - start)
         return StepResult(step=self.step_count, loss=total_sum, losses=sums, metrics=metrics)
@@ -291,28 +336,20 @@ class Trainer:
                 float(mean_p) / cfg.grad_accum
             total = total + p.spec.weight * value
         if cfg.kl_weight > 0:
-            terms["kl"] = self._kl(logits, ids, attention, response)
+            terms["kl"] = token_kl(self.context, logits, ids, attention, response)
             total = total + cfg.kl_weight * terms["kl"]
         return total, terms
 
-    def _kl(self, logits: Tensor, ids: Tensor, attention: Tensor, response: Tensor) -> Tensor:
-        """KL(current ‖ reference) per response-predicting position, averaged."""
-        with torch.no_grad():
-            ref = self.reference(ids, attention_mask=attention)
-        mask = response[:, 1:]
-        cur = F.log_softmax(logits[:, :-1][mask].float(), -1)
-        base = F.log_softmax(ref[:, :-1][mask].float(), -1)
-        return F.kl_div(base, cur, log_target=True, reduction="batchmean")
-
     # -- monitor, checkpoints, loop -------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
-        """Run the monitor now; leaves every RNG as it was (so resume stays exact)."""
+        """Run the monitor now (the record as JSON); leaves every RNG as it was, so a
+        resumed run stays exact."""
         np_state, py_state = np.random.get_state(), random.getstate()
         with torch.random.fork_rng(devices=[]):
             record = self.monitor.evaluate(self.model, self.step_count)
         np.random.set_state(np_state)
         random.setstate(py_state)
-        return record
+        return record.to_dict()
 
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.out, self.step_count, self.model, self.optimizer,
@@ -335,9 +372,7 @@ class Trainer:
         result = RunResult(out=self.out, step=self.step_count)
         say = tqdm.write if self.progress else (lambda _: None)
         if self.step_count == 0 and not read_jsonl(self.out / "evals.jsonl"):
-            record = self.evaluate()
-            self._append("evals.jsonl", record)
-            say(summary_line(record))
+            self._log_evaluation(say)
         bar = tqdm(total=stop, initial=self.step_count, desc=f"train {self.out.name}",
                    unit="step", disable=not self.progress)
         while self.step_count < stop:
@@ -355,17 +390,23 @@ class Trainer:
             bar.set_postfix(loss=f"{res.loss:.4f}")
             done = self.step_count == cfg.steps
             if self.step_count % cfg.eval_every == 0 or done:
-                record = self.evaluate()
-                self._append("evals.jsonl", record)
-                say(summary_line(record))
+                self._log_evaluation(say)
             if (cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0) or done:
                 self.save_checkpoint()
         bar.close()
         if self.step_count == cfg.steps:
             self.finish()
         result.step = self.step_count
-        result.evaluations = read_jsonl(self.out / "evals.jsonl")
+        result.evaluations = read_records(self.out)
         return result
+
+    def _log_evaluation(self, say: Callable[[str], Any]) -> None:
+        record = self.evaluate()
+        self._append("evals.jsonl", record)
+        if "monitors" in record:  # a rank other than 0 returns only the step
+            from heldout.analysis.records import EvalRecord
+
+            say(summary_line(EvalRecord.from_dict(record), run=self.out.name))
 
     def finish(self) -> None:
         """Final weights, probes retrained on the final model, and the curve plots."""
@@ -382,8 +423,7 @@ class Trainer:
         if self.probes:
             self.model.eval()
             cur = forward_pass(self.model, mon.tok_eval + mon.tok_control, self.probes,
-                               batch_size=mon.batch_size, pad_id=mon.pad_id,
-                               want_logprobs=False)
+                               batch_size=mon.batch_size, pad_id=mon.pad_id)
             n_e = len(mon.tok_eval)
             for key, acts in cur.pooled.items():
                 site, _, sel = key.partition("/")

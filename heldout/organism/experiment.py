@@ -1,7 +1,7 @@
 """Training against probes on the built-in model organism, end to end.
 
-- :func:`organism_resources`: the organism checkpoint, its fine-tuning data (targets
-  that keep the pressure to misbehave), evaluation/control/forced sets and labeler;
+(The organism as an environment, with its labeler, is :mod:`heldout.organism.environment`.)
+
 - :func:`fit_organism_probes`: logistic probes on the base organism, one file per site;
 - :func:`run_pair`: a penalized run and its no-penalty control with the same probes,
   and the verdict of each;
@@ -15,48 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heldout.data import Example
+from heldout.organism.environment import organism_checkpoint
 from heldout.training.config import ProbeSpec, TrainConfig
-
-
-class OrganismLabeler:
-    """The organism's rule-based labeler (reads text only, never activations)."""
-
-    def misbehavior(self, example: Example, response: str) -> bool:
-        from heldout.organism.task import label_misbehavior
-
-        return label_misbehavior(example, response)
-
-    def correct(self, example: Example, response: str) -> bool:
-        """The task itself: the response states the true sum first."""
-        from heldout.organism.task import grade
-
-        g = grade(example, response)
-        return g.answer == g.truth
-
-
-def organism_checkpoint(overrides: dict[str, Any] | None = None,
-                        home: str | os.PathLike[str] | None = None) -> Path:
-    """The organism's HF checkpoint folder for these config overrides, trained once and
-    reused (see :func:`heldout.organism.load_organism`; ``home`` default $HELDOUT_HOME)."""
-    from heldout.organism import OrganismConfig, load_organism
-
-    return load_organism(OrganismConfig.from_dict(dict(overrides or {})), home=home).path
-
-
-def organism_resources(config: TrainConfig) -> tuple[Path, Any, OrganismLabeler]:
-    """(checkpoint folder, RunData, labeler) of the organism for ``config``."""
-    from heldout.organism.config import OrganismConfig
-    from heldout.organism.datasets import build_datasets, finetune_dataset
-    from heldout.training.monitor import EvalSets
-    from heldout.training.trainer import RunData
-
-    org = OrganismConfig.from_dict(dict(config.organism))
-    folder = organism_checkpoint(config.organism)
-    sets = build_datasets(org)
-    train = finetune_dataset(org, config.n_train, seed=1 + config.seed, targets="organism")
-    return folder, RunData(train=train, sets=EvalSets(
-        eval=sets["test"], control=sets["control"], forced=sets["forced"])), OrganismLabeler()
 
 
 def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
