@@ -68,3 +68,19 @@ def tiny_config(tmp_path: Path, tiny_checkpoints: dict[str, Path], tiny_data: di
         probes=(ProbeSpec(str(tiny_probes["l1"]), role="train_against", weight=2.0, name="l1"),
                 ProbeSpec(str(tiny_probes["l2"]), name="l2")),
         steps=4, batch_size=4, eval_every=2, checkpoint_every=2, lr=1e-3, plots=False)
+
+
+@pytest.fixture()
+def tiny_env(tiny_data: dict[str, Path]) -> Any:
+    """A file environment over the tiny JSONL sets, with a planted reward and answers:
+    the task pays 1 for the training target, candidates are the target, "yes", "no"."""
+    from dataclasses import replace
+
+    from heldout.environments.files import FileEnvironmentSpec
+
+    env = FileEnvironmentSpec(train=str(tiny_data["train"]), eval=str(tiny_data["eval"]),
+                              control=str(tiny_data["control"]),
+                              forced=str(tiny_data["forced"])).build()
+    return replace(env, task_reward=lambda ex, text: float(text == ex.response),
+                   candidates=lambda ex: [ex.response, "yes", "no"],
+                   corrector=lambda ex: "no")

@@ -31,8 +31,8 @@ def test_step_reports_each_term_and_monitor_counts_forwards(tiny_config) -> None
     # one batched pass of the current model over eval + control + forced; no labeler,
     # so nothing is generated and the base model is not run again
     assert record["forward_calls"] == {"current": 1, "base": 0}
-    probe = record["probes"]["l1"]
-    assert probe["role"] == "train_against"
+    probe = record["monitors"]["l1"]
+    assert probe["role"] == "train_against" and probe["kind"] == "probe"
     assert {"fixed", "forced", "threshold_base", "threshold_cur"} <= set(probe)
     assert set(record["retrained"]) == {"resid_post:1/last", "resid_post:2/mean"}
     assert set(record["pca90"]) == set(record["retrained"])
