@@ -173,11 +173,6 @@ class TrainConfig:
         object.__setattr__(self, "monitors", tuple(
             m if isinstance(m, TextMonitorSpec) else TextMonitorSpec.from_dict(m)
             for m in self.monitors))
-        if not self.probes and not self.monitors:
-            raise ConfigError("the run has no probe and no text monitor: it would train "
-                              "against nothing and watch nothing",
-                              fix="add probes (ProbeSpec / --against / --held-out) or text "
-                                  "monitors (monitors=[...] in the config)")
         for name in ("steps", "batch_size", "grad_accum", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -235,6 +230,11 @@ class TrainConfig:
         if self.train_from_layer is not None and self.train_from_layer < 0:
             raise ConfigError(f"train_from_layer must be >= 0, got {self.train_from_layer}",
                               fix="pass a block index, or None for all weights")
+        if not self.probes and not self.monitors:
+            raise ConfigError("the run has no probe and no text monitor: it would train "
+                              "against nothing and watch nothing",
+                              fix="add probes (ProbeSpec / --against / --held-out) or text "
+                                  "monitors (monitors=[...] in the config)")
         labels = [p.label for p in self.probes] + [m.label for m in self.monitors]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:

@@ -1,0 +1,43 @@
+"""``heldout organism-probes``: base probes on the organism, for run configs to name.
+
+    heldout organism-probes --out runs/organism-probes \\
+        --sites resid_post:1,resid_post:2,resid_post:3 --selections token:5,mean
+
+Writes one probe file per (site, selection), named ``<site.key>-<selection>.safetensors``
+(e.g. ``resid_post.2-token5.safetensors``), fitted on the base organism's ``train``
+split and calibrated on its ``control`` set. ``examples/run-organism.json`` uses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("organism-probes", help="fit logistic probes on the base "
+                              "organism (for run configs)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the probe files")
+    p.add_argument("--sites", default="resid_post:1,resid_post:2,resid_post:3",
+                   help="comma-separated hook sites (default resid_post:1,2,3)")
+    p.add_argument("--selections", default="token:5,mean",
+                   help="comma-separated token selections (default token:5,mean: the "
+                        "decision token and the response mean)")
+    p.set_defaults(func=run_organism_probes)
+
+
+def run_organism_probes(args: argparse.Namespace) -> int:
+    from heldout.activations.selection import check_selection
+    from heldout.activations.sites import HookSite
+    from heldout.organism.experiment import fit_organism_probes
+
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    selections = tuple(s.strip() for s in args.selections.split(",") if s.strip())
+    for s in sites:
+        HookSite.parse(s)  # SiteError before the organism is loaded
+    for sel in selections:
+        check_selection(sel)
+    for key, path in fit_organism_probes(args.out, sites, selections=selections).items():
+        print(f"{key}\t{path}")
+    return 0
