@@ -17,7 +17,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from heldout.data import Example
-from heldout.errors import ConfigError
+from heldout.errors import ConfigError, DataError
 
 Part = Literal["cot", "answer", "all"]
 PARTS: tuple[str, ...] = get_args(Part)
@@ -58,3 +58,21 @@ def check_part(part: object, name: str) -> None:
         raise ConfigError(f"text monitor {name!r} reads part {part!r}",
                           fix=f"set part to one of {', '.join(PARTS)} (the chain of "
                               "thought, the final answer, or the whole response)")
+
+
+def check_pairs(prompts: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``prompts`` and ``texts`` as lists of strings of one length, or DataError
+    (what every ``score_texts`` checks before any work)."""
+    if isinstance(prompts, str) or isinstance(texts, str):
+        raise DataError("score_texts takes sequences of strings, got a single string",
+                        fix="wrap it in a list: score_texts([prompt], [text])")
+    prompt_list, text_list = list(prompts), list(texts)
+    if len(prompt_list) != len(text_list):
+        raise DataError(f"score_texts got {len(prompt_list)} prompts but {len(text_list)} "
+                        "texts", fix="pass one prompt per text ('' where there is none)")
+    for what, seq in (("prompt", prompt_list), ("text", text_list)):
+        for i, s in enumerate(seq):
+            if not isinstance(s, str):
+                raise DataError(f"{what} {i} is a {type(s).__name__}, not a string",
+                                fix=f"pass each {what} as a str")
+    return prompt_list, text_list
