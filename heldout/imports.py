@@ -13,19 +13,24 @@ def import_object(reference: str, what: str) -> Any:
 
     ConfigError naming the part that failed: the format, the module, or the attribute.
     """
-    module_name, sep, attr = reference.partition(":")
-    if not sep or not module_name or not attr:
+    if not isinstance(reference, str) or reference.count(":") != 1 \
+            or not all(reference.split(":")):
         raise ConfigError(f"{what} {reference!r} is not of the form 'module:attribute'",
-                          fix="write e.g. 'mypackage.labels:my_labeler'")
+                          fix="write it as 'package.module:name'")
+    module_name, attr_path = reference.split(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError(f"{what} {reference!r}: module {module_name!r} cannot be imported "
-                          f"({err})", fix="put the module on the Python path (pip install -e "
-                                          "your package, or set PYTHONPATH)") from err
-    for part in attr.split("."):
+                          f"({type(err).__name__}: {err})",
+                          fix="check the module name and that its folder is on the Python "
+                              "path (PYTHONPATH, or install the package)") from err
+    parts = attr_path.split(".")
+    for i, part in enumerate(parts):
         if not hasattr(obj, part):
-            raise ConfigError(f"{what} {reference!r}: {module_name!r} has no attribute {attr!r}",
+            where = ".".join([module_name, *parts[:i]])
+            raise ConfigError(f"{what} {reference!r}: module {module_name!r} was imported, "
+                              f"but {where!r} has no attribute {part!r}",
                               fix="check the name after the ':'")
         obj = getattr(obj, part)
     return obj

@@ -6,7 +6,6 @@ mentions the leaked answer", "the answer says yes while the reasoning says no".
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 import re
@@ -29,24 +28,9 @@ def import_function(spec: str) -> RuleFunction:
     ConfigError names the part that failed: the form of the string, the module, the
     attribute, or a non-callable result.
     """
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ConfigError(f"rule function {spec!r} is not of the form 'module:function'",
-                          fix="write it as 'package.module:function_name'")
-    module_name, attr_path = spec.split(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"rule function {spec!r}: module {module_name!r} cannot be "
-                          f"imported ({type(err).__name__}: {err})",
-                          fix="check the module name and that its folder is on the Python "
-                              "path (PYTHONPATH, or install the package)") from err
-    for i, attr in enumerate(attr_path.split(".")):
-        if not hasattr(obj, attr):
-            where = ".".join([module_name, *attr_path.split(".")[:i]])
-            raise ConfigError(f"rule function {spec!r}: module {module_name!r} was imported, "
-                              f"but {where!r} has no attribute {attr!r}",
-                              fix="check the function name after the ':'")
-        obj = getattr(obj, attr)
+    from heldout.imports import import_object
+
+    obj = import_object(spec, "rule function")
     if not callable(obj):
         raise ConfigError(f"rule function {spec!r} is a {type(obj).__name__}, not callable",
                           fix="point it at a function f(prompt, text) -> bool | float")
