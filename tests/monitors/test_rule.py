@@ -71,7 +71,7 @@ def test_needs_exactly_one_of_pattern_and_function() -> None:
 
 
 def test_unimportable_function_names_the_failing_part(rules_module: str) -> None:
-    with pytest.raises(ConfigError, match="not of the form 'module:function'"):
+    with pytest.raises(ConfigError, match="not of the form 'module:attribute'"):
         RuleMonitor(function="my_rules.agrees")
     with pytest.raises(ConfigError, match="module 'no_such_module_xyz' cannot be imported"):
         RuleMonitor(function="no_such_module_xyz:f")
