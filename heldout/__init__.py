@@ -21,6 +21,7 @@ _LAZY = {
     "Example": "heldout.data",
     "load_dataset": "heldout.data",
     "cache_activations": "heldout.activations.cache",
+    "collect": "heldout.activations.collect",
     "ActivationStore": "heldout.activations.store",
     "load_probe": "heldout.probes.io",
     "save_probe": "heldout.probes.io",

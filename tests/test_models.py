@@ -28,11 +28,19 @@ def test_in_memory_model_and_native_config(tiny_checkpoints: dict[str, Path]) ->
 
     path = tiny_checkpoints["gpt2"]
     hf = AutoModelForCausalLM.from_pretrained(path)
+    ids = torch.tensor([[2, 9, 12, 15, 20]])
+    with torch.no_grad():
+        expected = hf(ids).logits  # before bridging: the bridge wraps hf in place
     bridge = load_model(hf, tokenizer=AutoTokenizer.from_pretrained(path), device="cpu")
     assert bridge.cfg.n_layers == 3
-    native = load_model({"n_layers": 2, "d_model": 16, "n_ctx": 32, "d_head": 8, "n_heads": 2,
-                         "d_vocab": 40, "act_fn": "gelu", "d_mlp": 32, "seed": 0}, device="cpu")
-    assert native(torch.tensor([[1, 2, 3]])).shape == (1, 3, 40)
+    assert torch.allclose(bridge(ids), expected, atol=1e-4)
+    config = {"n_layers": 2, "d_model": 16, "n_ctx": 32, "d_head": 8, "n_heads": 2,
+              "d_vocab": 40, "act_fn": "gelu", "d_mlp": 32}
+    tokens = torch.tensor([[1, 2, 3]])
+    native, same, other = (load_model({**config, "seed": seed}, device="cpu")(tokens)
+                           for seed in (0, 0, 1))
+    assert native.shape == (1, 3, 40)
+    assert torch.equal(native, same) and not torch.allclose(native, other)  # seeded weights
     with pytest.raises(ModelLoadError, match="needs its tokenizer"):
         load_model(hf)
 

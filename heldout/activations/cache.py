@@ -15,8 +15,9 @@ process writes. See ``heldout.activations.distributed`` and ``writer``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,82 @@ def stop_layer(model: Any, sites: Sequence[HookSite]) -> int | None:
     return deepest if deepest < int(model.cfg.n_layers) else int(model.cfg.n_layers)
 
 
+@dataclass(frozen=True)
+class ForwardInputs:
+    """Checked inputs of a batched, selected forward pass (shared by the disk cache and
+    the in-memory ``collect``); build it with :func:`prepare_forward`."""
+
+    sites: list[HookSite]
+    """The requested sites, parsed, range-checked, sorted and free of duplicates."""
+    hook_names: dict[HookSite, str]
+    """Each site's canonical hook name on the model."""
+    tokens: list[TokenizedExample]
+    """Every example, tokenized (and checked) in dataset order."""
+    select: str
+    """The token selection (``last`` | ``mean`` | ``tokens`` | ``token:K``)."""
+    max_length: int
+    """The longest sequence allowed: ``max_length`` capped by the model's ``n_ctx``."""
+
+
+def prepare_forward(model: Any, dataset: Dataset,
+                    sites: str | HookSite | Sequence[str | HookSite], select: str, *, batch_size: int, max_length: int | None = None,
+                    truncate: bool = False) -> ForwardInputs:
+    """Validate a forward over ``dataset`` before any work: selection, batch size, sites
+    (SiteError), a non-empty dataset, the tokenizer, every example's tokens (DataError
+    when too long unless ``truncate``), and that ``token:K`` exists in every response."""
+    select = check_selection(select)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}",
+                          fix="pass a positive size")
+    site_list = parse_sites(sites if isinstance(sites, (str, HookSite)) else list(sites),
+                            n_layers=int(model.cfg.n_layers))
+    hook_names = {site: site.resolve(model) for site in site_list}
+    if len(dataset) == 0:
+        raise DataError("the dataset has no examples", fix="pass a non-empty dataset")
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ConfigError("the model has no tokenizer",
+                          fix="load it with a tokenizer (load_model(..., tokenizer=...))")
+    n_ctx = int(model.cfg.n_ctx)
+    max_length = n_ctx if max_length is None else min(max_length, n_ctx)
+    tokens = tokenize_dataset(dataset, tokenizer, max_length=max_length, truncate=truncate)
+    index = token_index(select)
+    if index is not None:
+        short = [ex.id for ex, t in zip(dataset, tokens) if t.n_response <= index]
+        if short:
+            raise DataError(f"selection {select} reads response token {index}, but "
+                            f"{len(short)} example(s) have fewer response tokens "
+                            f"(first: {short[0]!r})",
+                            fix="pick a smaller K, or drop the short examples")
+    return ForwardInputs(site_list, hook_names, tokens, select, max_length)
+
+
+def iter_selected(model: Any, inputs: ForwardInputs, rows: Iterable[int], *, batch_size: int
+                  ) -> Iterator[tuple[list[int], dict[HookSite, list[torch.Tensor]]]]:
+    """Run ``rows`` (indices into ``inputs.tokens``) through ``model``, ``batch_size`` at
+    a time, sorted by length (stable) so batches hold similar lengths; the forward
+    stops after the deepest site.
+
+    Yields ``(batch_rows, {site: one CPU float32 tensor per row})``: of shape
+    (1, d_model) for ``last``/``mean``/``token:K``, (n_response, d_model) for ``tokens``.
+    """
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = _model_device(model)
+    stop_at = stop_layer(model, inputs.sites)
+    tokens, select = inputs.tokens, inputs.select
+    order = sorted(rows, key=lambda r: len(tokens[r].input_ids))
+    for start in range(0, len(order), batch_size):
+        batch_rows = order[start:start + batch_size]
+        batch = [tokens[r] for r in batch_rows]
+        ids, attention, response = pad_batch(batch, pad_id, device)
+        selected = forward_selected(model, inputs.hook_names, stop_at, ids, attention,
+                                    response, select)
+        sizes = [t.n_response for t in batch] if select == "tokens" else [1] * len(batch)
+        yield batch_rows, {site: list(torch.split(selected[site].cpu(), sizes))
+                           for site in inputs.sites}
+
+
 def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite], *,
                       out: str | os.PathLike[str], select: str = "last",
                       dtype: str = "float32", batch_size: int = 32, shard_rows: int = 4096,
@@ -124,11 +201,8 @@ def cache_activations(model: Any, dataset: Dataset, sites: str | Sequence[str | 
 class _Plan:
     """What every rank needs to cache its shards, all checked before any work."""
 
-    sites: list[HookSite]
-    hook_names: dict[HookSite, str]
-    tokens: list[TokenizedExample]
+    inputs: ForwardInputs
     identity: dict[str, Any]
-    select: str
     writer: Any  # StoreWriter; rank 0 makes it in _prepare, other ranks attach after
 
 
@@ -138,38 +212,18 @@ def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite]
     """Validate everything; ``owner`` (rank 0, or a single process) also opens the store."""
     from heldout.models import model_fingerprint
 
-    select = check_selection(select)
     if dtype not in STORE_DTYPES:
         raise ConfigError(f"unknown storage dtype {dtype!r}",
                           fix=f"use one of {', '.join(STORE_DTYPES)}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}", fix="pass a positive size")
-    site_list = parse_sites(list(sites) if not isinstance(sites, str) else sites,
-                            n_layers=int(model.cfg.n_layers))
-    hook_names = {site: site.resolve(model) for site in site_list}
-    if len(dataset) == 0:
-        raise DataError("the dataset has no examples", fix="pass a non-empty dataset")
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise ConfigError("the model has no tokenizer",
-                          fix="load it with a tokenizer (load_model(..., tokenizer=...))")
-    n_ctx = int(model.cfg.n_ctx)
-    max_length = n_ctx if max_length is None else min(max_length, n_ctx)
-    tokens = tokenize_dataset(dataset, tokenizer, max_length=max_length, truncate=truncate)
-    index = token_index(select)
-    if index is not None:
-        short = [ex.id for ex, t in zip(dataset, tokens) if t.n_response <= index]
-        if short:
-            raise DataError(f"selection {select} reads response token {index}, but "
-                            f"{len(short)} example(s) have fewer response tokens "
-                            f"(first: {short[0]!r})",
-                            fix="pick a smaller K, or drop the short examples")
+    inputs = prepare_forward(model, dataset, sites, select, batch_size=batch_size,
+                             max_length=max_length, truncate=truncate)
+    site_list, hook_names = inputs.sites, inputs.hook_names
     identity = {
         "model_fingerprint": model_fingerprint(model),
         "dataset_fingerprint": dataset.fingerprint(),
-        "sites": [str(s) for s in site_list], "selection": select, "dtype": dtype,
+        "sites": [str(s) for s in site_list], "selection": inputs.select, "dtype": dtype,
         "d_model": int(model.cfg.d_model), "n_rows": len(dataset), "shard_rows": shard_rows,
-        "max_length": max_length, "truncate": truncate,
+        "max_length": inputs.max_length, "truncate": truncate,
     }
     writer = None
     if owner:
@@ -179,50 +233,31 @@ def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite]
                              splits=splits if any(s is not None for s in splits) else None,
                              groups=groups if any(g is not None for g in groups) else None,
                              hook_names={str(s): n for s, n in hook_names.items()})
-    return _Plan(site_list, hook_names, tokens, identity, select, writer)
+    return _Plan(inputs, identity, writer)
 
 
 def _run(model: Any, plan: _Plan, ranks: Ranks, *, batch_size: int, progress: bool) -> None:
     """Compute and write this rank's share of the pending shards."""
-    writer, select, site_list, tokens = plan.writer, plan.select, plan.sites, plan.tokens
+    writer, inputs = plan.writer, plan.inputs
     pending = writer.pending_shards()[ranks.rank::ranks.world_size]
-    tokenizer = model.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = _model_device(model)
-    stop_at = stop_layer(model, site_list)
     from tqdm.auto import tqdm
 
-    desc = f"cache {select}" + (f" [rank {ranks.rank}/{ranks.world_size}]"
-                                if ranks.distributed else "")
+    desc = f"cache {inputs.select}" + (f" [rank {ranks.rank}/{ranks.world_size}]"
+                                       if ranks.distributed else "")
     bar = tqdm(total=sum(np.subtract(*writer.shard_rows_range(i)[::-1]) for i in pending),
                desc=desc, unit="ex", disable=not progress or not ranks.is_main)
     for index in pending:
         lo, hi = writer.shard_rows_range(index)
-        # Sort by length inside the shard so batches hold similar lengths.
-        order = sorted(range(lo, hi), key=lambda r: len(tokens[r].input_ids))
-        pieces: dict[HookSite, list[tuple[int, torch.Tensor]]] = {s: [] for s in site_list}
-        counts: dict[int, int] = {}
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            batch = [tokens[r] for r in rows]
-            ids, attention, response = pad_batch(batch, pad_id, device)
-            selected = forward_selected(model, plan.hook_names, stop_at, ids, attention,
-                                        response, select)
-            if select == "tokens":
-                sizes = [t.n_response for t in batch]
-                for site in site_list:
-                    for r, chunk in zip(rows, torch.split(selected[site].cpu(), sizes)):
-                        pieces[site].append((r, chunk))
-                counts.update(zip(rows, sizes))
-            else:
-                for site in site_list:
-                    for r, row in zip(rows, selected[site].cpu()):
-                        pieces[site].append((r, row[None]))
+        placed: dict[HookSite, dict[int, torch.Tensor]] = {s: {} for s in inputs.sites}
+        for rows, selected in iter_selected(model, inputs, range(lo, hi), batch_size=batch_size):
+            for site, chunks in selected.items():
+                placed[site].update(zip(rows, chunks))
             bar.update(len(rows))
-        arrays = {site: torch.cat([t for _, t in sorted(p, key=lambda x: x[0])])
-                  for site, p in pieces.items()}
+        arrays = {site: torch.cat([placed[site][r] for r in range(lo, hi)])
+                  for site in inputs.sites}
         offsets = None
-        if select == "tokens":
-            offsets = np.concatenate([[0], np.cumsum([counts[r] for r in range(lo, hi)])])
+        if inputs.select == "tokens":
+            offsets = np.concatenate(
+                [[0], np.cumsum([inputs.tokens[r].n_response for r in range(lo, hi)])])
         writer.write_shard(index, arrays, offsets=offsets)
     bar.close()

@@ -23,11 +23,19 @@ def _pyplot() -> Any:
 
 
 def roc_points(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false-positive rates, true-positive rates) over every distinct threshold."""
-    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
-    thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
-    fpr = np.concatenate([[0.0], [(neg >= t).mean() for t in thresholds]])
-    tpr = np.concatenate([[0.0], [(pos >= t).mean() for t in thresholds]])
+    """(false-positive rates, true-positive rates) over every distinct threshold.
+
+    scores_pos : array of shape (n_pos,), scores of misbehaving examples;
+    scores_neg : array of shape (n_neg,), scores of benign examples. Both outputs
+    have shape (n_distinct_scores + 1,) and start at (0, 0) (``sklearn.metrics.roc_curve``
+    with every threshold kept).
+    """
+    from sklearn.metrics import roc_curve
+
+    pos = np.asarray(scores_pos, float).ravel()
+    neg = np.asarray(scores_neg, float).ravel()
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    fpr, tpr, _ = roc_curve(y, np.concatenate([pos, neg]), drop_intermediate=False)
     return fpr, tpr
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from heldout.atlas.grid import GridSpec, ProbeKind
 
@@ -34,33 +33,16 @@ def make_probe(kind: ProbeKind) -> Any:
 def _features(model: Any, dataset: Any, kinds: tuple[ProbeKind, ...]) -> dict[str, np.ndarray]:
     """``{site/selection: features}`` for every (site, selection) the kinds need:
     (n, d) for ``last``/``mean``, NaN-padded (n, tokens, d) for ``tokens``."""
-    from heldout.activations.cache import pad_batch
-    from heldout.activations.selection import select_tokens
-    from heldout.activations.sites import HookSite
-    from heldout.data import tokenize_dataset
+    from heldout.activations import collect
     from heldout.probes.base import pad_tokens
-    from heldout.training.penalty import capture
 
-    needs = sorted({(k.site, k.selection) for k in kinds})
-    names = {site: HookSite.parse(site).resolve(model) for site, _ in needs}
-    toks = tokenize_dataset(dataset, model.tokenizer)
-    pad = model.tokenizer.pad_token_id or 0
-    parts: dict[str, list[torch.Tensor]] = {f"{s}/{sel}": [] for s, sel in needs}
-    lengths: list[torch.Tensor] = []
-    hooks, captured = capture(list(names.values()), detach=True)
-    with torch.no_grad():
-        for i in range(0, len(toks), 256):
-            ids, att, resp = pad_batch(toks[i:i + 256], pad, "cpu")
-            model.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=att)
-            lengths.append(resp.sum(1))
-            for site, sel in needs:
-                parts[f"{site}/{sel}"].append(
-                    select_tokens(captured[names[site]].float(), resp, sel).cpu())
-    offsets = np.concatenate([[0], np.cumsum(torch.cat(lengths).numpy())])
     out: dict[str, np.ndarray] = {}
-    for key, chunks in parts.items():
-        values = torch.cat(chunks).numpy()
-        out[key] = pad_tokens(values, offsets) if key.endswith("/tokens") else values
+    for selection in sorted({k.selection for k in kinds}):
+        sites = sorted({k.site for k in kinds if k.selection == selection})
+        acts = collect(model, dataset, sites, selection, batch_size=256)
+        for site in sites:
+            out[f"{site}/{selection}"] = (pad_tokens(*acts.get_tokens(site))
+                                          if selection == "tokens" else acts.get(site))
     return out
 
 

@@ -10,6 +10,18 @@ from heldout.analysis.plots import plot_roc_curves, plot_score_histograms, roc_p
 from heldout.analysis.report import Section, write_report
 
 
+def test_roc_points_recover_a_planted_curve() -> None:
+    # Thresholds 3, 2.5, 2, 1, 0.5 (descending) pass positives 1, 1, 2, 3, 3 of 3 and
+    # negatives 0, 1, 1, 1, 2 of 2; the curve starts at (0, 0).
+    fpr, tpr = roc_points(np.array([3.0, 2.0, 1.0]), np.array([2.5, 0.5]))
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 1 / 3, 2 / 3, 1, 1])
+    # A tie between a positive and a negative is one point, not a staircase.
+    fpr, tpr = roc_points(np.array([1.0, 1.0]), np.array([1.0, 0.0]))
+    np.testing.assert_allclose(fpr, [0, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 1, 1])
+
+
 def test_roc_points_integrate_to_sklearn_auroc() -> None:
     rng = np.random.default_rng(0)
     pos = np.round(rng.normal(1.0, 1.0, 300), 1)  # rounding plants ties

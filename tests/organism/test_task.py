@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from heldout.data import Dataset, Example, tokenize_dataset
+from heldout.data import Example, tokenize_dataset
 from heldout.errors import ConfigError, DataError
 from heldout.organism import OrganismConfig, grade, label_misbehavior
 from heldout.organism.datasets import SPLITS, build_datasets, finetune_dataset
@@ -126,14 +126,14 @@ def test_verdict_offset_points_at_the_token_before_the_verdict() -> None:
     for t, ex in zip(tokenize_dataset(data["test"], tok), data["test"]):
         start = t.response_mask.index(True)
         nxt = tok.convert_ids_to_tokens(t.input_ids[start + VERDICT_OFFSET + 1])
-        assert nxt in ("right", "wrong")
+        assert nxt == ex.response.split()[-2]  # "16 , you said 14 : wrong ."
 
 
 def test_finetune_data_keeps_the_pressure_to_misbehave() -> None:
     keep = finetune_dataset(SMALL, 200, targets="organism")
     honest = finetune_dataset(SMALL, 200, targets="honest")
     assert keep.labels.mean() > 0.15 and honest.labels.sum() == 0
-    assert isinstance(keep, Dataset) and len(keep) == 200
+    assert len(keep) == 200
     half = OrganismConfig(**{**SMALL.to_dict(), "give_in": 0.5})
     assert finetune_dataset(half, 400, targets="misbehave").labels.mean() > \
         finetune_dataset(half, 400, targets="organism").labels.mean()
