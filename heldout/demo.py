@@ -145,7 +145,7 @@ def _training_arms(out: Path, progress: bool, Section: Any) -> dict[str, Any]:
     """Fine-tune against one probe (gradient) and against none (control); both verdicts."""
     import pandas as pd
 
-    from heldout.training.experiment import demo as train_demo
+    from heldout.organism.experiment import demo as train_demo
 
     pair = train_demo(out, progress=progress)
     verdicts = {"penalized (resid_post:2 decision token, gradient)": pair.verdict["outcome"],
@@ -153,13 +153,17 @@ def _training_arms(out: Path, progress: bool, Section: Any) -> dict[str, Any]:
     evidence = pd.DataFrame(pair.verdict["evidence"])
     plots = sorted((pair.run / "plots").glob("*.png"))
     text = ("The organism is fine-tuned on data that keeps the pressure to lie, with a "
-            "penalty from the resid_post:2 probe at the decision token (mean probability, gradient through the "
-            "probe), and without one (control). Held-out probes on other layers and "
-            "aggregations, probes retrained on the fine-tuned model and the frozen base "
-            "model reading the new outputs all watch. Verdicts: "
-            + "; ".join(f"{k}: {v}" for k, v in verdicts.items()) + ".\n\n"
-            "Evidence behind the penalized run's verdict (base = step 0, control = the "
-            "no-penalty run, run = the penalized run):")
+            "penalty from the resid_post:2 probe at the decision token (mean probability, "
+            "gradient through the probe), and without one (control). Held-out probes on "
+            "other layers and aggregations, probes retrained on the fine-tuned model and "
+            "the frozen base model reading the new outputs all watch. Verdicts: "
+            + "; ".join(f"{k}: {v}" for k, v in verdicts.items()) + ". "
+            + pair.verdict["meaning"] + "\n\n"
+            + "".join(f"- {n}\n" for n in pair.verdict["notes"])
+            + ("\n" if pair.verdict["notes"] else "")
+            + "Evidence behind the penalized run's verdict (base = step 0, control = the "
+            "no-penalty run, run = the penalized run; held-out rows say whether each "
+            "held-out probe still fires on the run's own misbehavior):")
     return {"verdicts": verdicts, "run": str(pair.run),
             "sections": [Section("Training against a probe", text, [evidence], plots)]}
 

@@ -1,10 +1,12 @@
 """Plots of every monitored curve of a fine-tuning run over steps (matplotlib, Agg).
 
-Reads a run folder's ``evals.jsonl`` (and ``steps.jsonl``) and writes PNGs under
+Reads a run folder's evaluation records (``evals.jsonl``, through
+:func:`heldout.analysis.records.read_records`) and ``steps.jsonl``, and writes PNGs under
 ``<run>/plots``: ``behaviour.png`` (misbehavior rate, task accuracy, KL, ...), one
-``probe-<name>.png`` per probe (recall at both thresholds and AUROC, one line per data
-set: own outputs, fixed, forced, cross-model), ``retrained.png``, ``pca90.png``,
-``losses.png``. A control run, when given, is drawn dashed in the same axes.
+``probe-<name>.png`` per activation probe and one ``text-<name>.png`` per text monitor
+(recall at both thresholds and AUROC, one line per data set: own outputs, fixed, forced,
+cross-model), ``retrained.png``, ``pca90.png``, ``losses.png``. A control run, when
+given, is drawn dashed in the same axes.
 Analysis never touches a model: only the JSON records are read.
 """
 
@@ -14,8 +16,11 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from heldout.analysis.records import EvalRecord, read_records
 
 Series = dict[tuple[str, ...], list[tuple[int, float]]]
 
@@ -39,15 +44,32 @@ def flatten(record: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[
     return out
 
 
-def series(records: list[dict[str, Any]],
+def _paths(record: EvalRecord) -> dict[tuple[str, ...], float]:
+    """Numeric leaves of an evaluation record; a monitor's curves are keyed
+    ``(kind, name, ...)`` (kind ``probe`` or ``text``)."""
+    data = record.to_dict()
+    monitors = data.pop("monitors")
+    out = flatten(data)
+    for name, entry in monitors.items():
+        out.update(flatten(entry, (record.monitors[name].kind, name)))
+    return out
+
+
+def series(records: Sequence[EvalRecord | dict[str, Any]],
            skip: tuple[str, ...] = ("step", "seconds", "forward_calls", "pca90_base")
            ) -> Series:
-    """Every numeric curve over steps: ``{path: [(step, value), ...]}``."""
+    """Every numeric curve over steps: ``{path: [(step, value), ...]}``.
+
+    records : evaluation records, or plain step records (``steps.jsonl`` lines)."""
     out: Series = defaultdict(list)
     for record in records:
-        for path, value in flatten(record).items():
+        if isinstance(record, EvalRecord):
+            step, leaves = record.step, _paths(record)
+        else:
+            step, leaves = int(record["step"]), flatten(record)
+        for path, value in leaves.items():
             if path[0] not in skip and not path[-1].startswith("threshold"):
-                out[path].append((int(record["step"]), value))
+                out[path].append((step, value))
     return dict(out)
 
 
@@ -55,12 +77,13 @@ def _layout(path: tuple[str, ...]) -> tuple[str, str, str]:
     """(figure, panel, line) of a curve."""
     if len(path) == 1:
         return "behaviour", path[0], ""
+    if path[0] in ("probe", "text"):  # (kind, name, [set,] metric)
+        return f"{path[0]}-{path[1]}", path[-1], "/".join(path[2:-1]) or "all"
     if len(path) == 2:
         return path[0], path[0], path[1]
     if len(path) == 3:
-        return path[0] if path[0] != "probes" else f"probe-{path[1]}", path[2], \
-            path[1] if path[0] != "probes" else "all"
-    return f"{path[0][:-1]}-{path[1]}", path[-1], "/".join(path[2:-1])
+        return path[0], path[2], path[1]
+    return f"{path[0]}-{path[1]}", path[-1], "/".join(path[2:-1])
 
 
 def _safe(name: str) -> str:
@@ -82,7 +105,7 @@ def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None
     figures: dict[str, dict[str, dict[tuple[str, str], list[tuple[int, float]]]]] = \
         defaultdict(lambda: defaultdict(dict))
     for which, folder in runs.items():
-        for key, points in series(_read(folder / "evals.jsonl")).items():
+        for key, points in series(read_records(folder)).items():
             group, panel, line = _layout(key)
             figures[group][panel][(line, which)] = points
         for key, points in series(_read(folder / "steps.jsonl")).items():

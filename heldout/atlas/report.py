@@ -23,7 +23,6 @@ from heldout.atlas.findings import (
     _dist,
     _f,
     _forced_recall,
-    _get,
     _mean,
     _probe_key,
     arm_metrics,
@@ -46,14 +45,14 @@ def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
         acc: dict[str, dict[int, list[float]]] = {}
         for recs in arm.records.values():
             for rec in recs:
-                step = int(rec["step"])
-                keys = {_probe_key(rec, n) for n in a.against if n in rec.get("probes", {})}
+                step = rec.step
+                keys = {_probe_key(rec, n) for n in a.against}
                 vals = {
-                    "misbehavior rate": rec.get("misbehavior_rate"),
+                    "misbehavior rate": rec.misbehavior_rate,
                     "trained-against recall (forced)": _forced_recall(rec, a.against),
                     "held-out recall (forced)": _forced_recall(rec, a.held_out),
                     "retrained recall (fixed set)": _mean(
-                        [_get(rec, "retrained", k, "recall_cur") for k in keys]),
+                        [rec.retrained[k].recall_cur for k in keys if k in rec.retrained]),
                 }
                 for k, v in vals.items():
                     if v is not None:

@@ -184,8 +184,9 @@ def _prepare(spec: GridSpec, out: Path, organism: Any, progress: bool) -> dict[s
 
 def _train_one(config: TrainConfig, state: str, spec: GridSpec, arm: Arm, control_dir: Path,
                organism: Any, progress: bool) -> RunSummary:
+    from heldout.analysis.records import read_records
     from heldout.analysis.verdict import verdict
-    from heldout.training.experiment import OrganismLabeler
+    from heldout.organism.environment import OrganismLabeler
     from heldout.training.trainer import Trainer
 
     start = time.perf_counter()
@@ -196,13 +197,13 @@ def _train_one(config: TrainConfig, state: str, spec: GridSpec, arm: Arm, contro
                       progress=False)
     trainer.train()
     names = list(arm.against) or verdict_probes(spec)
-    result = verdict(folder, control_dir, probes=names)
+    result = verdict(folder, control_dir, monitors=names)
     result.save(folder / "verdict.json")
     trainer.model.eval()
     retrain = retrain_check(trainer.model, organism, spec, names, spec.n_eval)
-    last = json.loads((folder / "evals.jsonl").read_text(encoding="utf-8").splitlines()[-1])
-    counts = {"own": int(last.get("n_own") or 0),
-              "own_misbehaving": int(last.get("n_own_misbehaving") or 0),
+    last = read_records(folder)[-1]
+    counts = {"own": last.n_own,
+              "own_misbehaving": last.n_own_misbehaving or 0,  # None: no labeler
               "forced": len(trainer.monitor.tok_forced),
               "fixed_positive": int((trainer.monitor.sets.eval.labels == 1).sum())}
     summary = RunSummary(arm=arm.name, seed=config.seed, out=str(folder),
