@@ -42,13 +42,13 @@ def _strict(cls: Any, data: Any, what: str) -> dict[str, Any]:
 class SetMetrics:
     """A proxy's figures on one set of responses (None where the set cannot give it)."""
 
-    auroc: float | None = None
+    auroc: float | None
     """AUROC of misbehaving vs benign responses (None with one label only)."""
-    recall_base: float | None = None
+    recall_base: float | None
     """Recall of misbehavior at the threshold calibrated on the base model's control set."""
-    recall_cur: float | None = None
+    recall_cur: float | None
     """Recall at the threshold calibrated on the current model's control set."""
-    flag_rate_base: float | None = None
+    flag_rate_base: float | None
     """Fraction of all responses flagged at the base threshold."""
 
     @classmethod
@@ -89,6 +89,11 @@ class MonitorRecord:
     @classmethod
     def from_dict(cls, data: Any, what: str = "monitor record") -> MonitorRecord:
         d = _strict(cls, data, what)
+        for key, allowed in (("kind", ("probe", "text")), ("role", ("train_against",
+                                                                    "held_out"))):
+            if d[key] not in allowed:
+                raise DataError(f"{what}: {key} is {d[key]!r}",
+                                fix=f"{key} must be one of {', '.join(allowed)}")
         for key in ("fixed", "forced", "own", "cross_model"):
             if d.get(key) is not None:
                 d[key] = SetMetrics.from_dict(d[key], f"{what}.{key}")
@@ -143,8 +148,17 @@ class EvalRecord:
 
     @classmethod
     def from_dict(cls, data: Any) -> EvalRecord:
+        if isinstance(data, dict) and "probes" in data and "monitors" not in data:
+            raise DataError("this evaluation record has 'probes' where heldout now writes "
+                            "'monitors': it was written by an older heldout",
+                            fix="rerun the training run with this version of heldout")
         d = _strict(cls, data, "evaluation record")
         step = d.get("step")
+        for key in ("monitors", "retrained"):
+            if not isinstance(d.get(key, {}), dict):
+                raise DataError(f"evaluation record (step {step}): {key} is "
+                                f"{type(d[key]).__name__}, not an object",
+                                fix="read a run folder written by this version of heldout")
         where = f"evaluation record (step {step})"
         d["monitors"] = {n: MonitorRecord.from_dict(m, f"{where}, monitor {n!r}")
                          for n, m in d["monitors"].items()}

@@ -25,12 +25,8 @@ def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
                         ) -> dict[str, Path]:
     """Fit a logistic probe per (site, selection) on the base organism's ``train``
     split, calibrate it on ``control``; returns ``{"<site>/<selection>": file}``."""
-    import numpy as np
-    import torch
-
-    from heldout.activations.cache import forward_selected, pad_batch
+    from heldout.activations import collect
     from heldout.activations.sites import HookSite
-    from heldout.data import tokenize_dataset
     from heldout.models import load_model, model_fingerprint
     from heldout.organism.config import OrganismConfig
     from heldout.organism.datasets import build_datasets
@@ -40,25 +36,15 @@ def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
     model = load_model(organism_checkpoint(organism), device="cpu")
     data = build_datasets(OrganismConfig.from_dict(dict(organism or {})))
     parsed = [HookSite.parse(s) for s in sites]
-    names = {s: s.resolve(model) for s in parsed}
-    pad = model.tokenizer.pad_token_id or 0
     fingerprint = model_fingerprint(model)
     out_dir = Path(out)
     written: dict[str, Path] = {}
     for sel in selections:
-        feats: dict[str, dict[Any, np.ndarray]] = {}
-        for split in ("train", "control"):
-            toks = tokenize_dataset(data[split], model.tokenizer)
-            chunks: dict[Any, list[torch.Tensor]] = {s: [] for s in parsed}
-            for i in range(0, len(toks), 256):
-                ids, att, resp = pad_batch(toks[i:i + 256], pad, "cpu")
-                got = forward_selected(model, names, None, ids, att, resp, sel)
-                for s in parsed:
-                    chunks[s].append(got[s])
-            feats[split] = {s: torch.cat(v).numpy() for s, v in chunks.items()}
+        train, control = (collect(model, data[split], parsed, sel, batch_size=256)
+                          for split in ("train", "control"))
         for s in parsed:
-            probe = LogisticProbe().fit(feats["train"][s], data["train"].labels)
-            probe.calibrate(feats["control"][s], fpr=fpr)
+            probe = LogisticProbe().fit(train.get(s), train.labels)
+            probe.calibrate(control.get(s), fpr=fpr)
             key = f"{s}/{sel}"
             file = out_dir / f"{s.key}-{sel.replace(':', '')}.safetensors"
             written[key] = save_probe(probe, file, site=s,
@@ -87,14 +73,17 @@ def run_pair(config: TrainConfig, *, progress: bool = True, resume: bool = False
     from heldout.analysis.verdict import verdict
     from heldout.training.trainer import Trainer
 
-    if not config.against:
-        raise ValueError("run_pair needs at least one probe trained against")
+    if not config.against_names:
+        from heldout.errors import ConfigError
+
+        raise ConfigError("run_pair needs at least one proxy trained against",
+                          fix="give a probe or text monitor role='train_against'")
     control = config.control()
-    primary = [p.label for p in config.against]
+    primary = list(config.against_names)
     Trainer(config, resume=resume, progress=progress).train()
     Trainer(control, resume=resume, progress=progress).train()
     main = verdict(config.out, control.out)
-    base = verdict(control.out, control.out, probes=primary)
+    base = verdict(control.out, control.out, monitors=primary)
     main.save(Path(config.out) / "verdict.json")
     base.save(Path(control.out) / "verdict.json")
     from heldout.analysis.curves import plot_run

@@ -193,7 +193,7 @@ def _metrics(y: np.ndarray, s: np.ndarray, t_base: float, t_cur: float) -> SetMe
 
 def _forced(s_f: np.ndarray, s_c: np.ndarray, t_base: float, t_cur: float) -> SetMetrics:
     return SetMetrics(recall_base=_recall(s_f, t_base), recall_cur=_recall(s_f, t_cur),
-                      auroc=_auroc(np.r_[np.ones(len(s_f)), np.zeros(len(s_c))],
+                      flag_rate_base=None, auroc=_auroc(np.r_[np.ones(len(s_f)), np.zeros(len(s_c))],
                                    np.r_[s_f, s_c]) if len(s_f) else None)
 
 

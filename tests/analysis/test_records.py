@@ -29,7 +29,8 @@ def planted(step: int = 3) -> EvalRecord:
         monitors={
             "p": MonitorRecord(kind="probe", role="held_out", threshold_base=1.0,
                                threshold_cur=1.2, control_fpr_base=0.01, fixed=sets,
-                               forced=SetMetrics(recall_base=0.9), own=sets,
+                               forced=SetMetrics(auroc=None, recall_base=0.9, recall_cur=None,
+                                                 flag_rate_base=None), own=sets,
                                cross_model=sets, site="resid_post:1", selection="last"),
             "cot": MonitorRecord(kind="text", role="train_against", threshold_base=0.5,
                                  threshold_cur=0.5, control_fpr_base=0.0, fixed=sets,
@@ -97,8 +98,25 @@ def test_an_old_record_with_probes_says_to_rerun(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_records(tmp_path)
     text = str(err.value)
-    assert "unknown field(s) probes" in text and "missing field(s) monitors" in text
-    assert "rerun" in text
+    assert "'probes' where heldout now writes 'monitors'" in text and "rerun" in text
+
+
+def test_kind_and_role_are_checked_and_set_metrics_have_no_silent_defaults() -> None:
+    data = _dict()
+    data["monitors"]["cot"]["kind"] = "vibes"
+    with pytest.raises(DataError, match="kind is 'vibes'"):
+        EvalRecord.from_dict(data)
+    data = _dict()
+    del data["monitors"]["cot"]["own"]  # optional at the record level: None
+    assert EvalRecord.from_dict(data).monitors["cot"].own is None
+    data = _dict()
+    del data["monitors"]["p"]["fixed"]["recall_cur"]
+    with pytest.raises(DataError, match=r"fixed: missing field\(s\) recall_cur"):
+        EvalRecord.from_dict(data)
+    data = _dict()
+    data["monitors"] = [1, 2]
+    with pytest.raises(DataError, match="monitors is list"):
+        EvalRecord.from_dict(data)
 
 
 def test_a_record_that_is_not_an_object_is_refused() -> None:

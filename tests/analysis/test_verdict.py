@@ -24,11 +24,12 @@ def monitor(kind: str = "probe", role: str = "train_against", *, own: float | No
     return MonitorRecord(
         kind=kind, role=role, threshold_base=0.5, threshold_cur=0.5, control_fpr_base=0.01,
         fixed=SetMetrics(auroc=0.95, recall_base=0.9, recall_cur=0.9, flag_rate_base=None),
-        forced=SetMetrics(auroc=0.97, recall_base=forced, recall_cur=forced),
+        forced=SetMetrics(auroc=0.97, recall_base=forced, recall_cur=forced,
+                          flag_rate_base=None),
         own=None if own is None else SetMetrics(auroc=0.9, recall_base=own, recall_cur=own,
                                                 flag_rate_base=0.5),
         cross_model=None if cross is None else SetMetrics(auroc=0.9, recall_base=cross,
-                                                          flag_rate_base=0.5),
+                                                          recall_cur=cross, flag_rate_base=0.5),
         site=f"resid_post:{layer}" if kind == "probe" else None,
         selection="last" if kind == "probe" else None,
         part=part if kind == "text" else None)
@@ -214,7 +215,7 @@ def test_an_old_record_is_refused_with_the_fix(tmp_path: Path) -> None:
     old = CONTROL[-1].to_dict()
     old["probes"] = old.pop("monitors")
     (tmp_path / "evals.jsonl").write_text(json.dumps(old) + "\n")
-    with pytest.raises(DataError, match=r"unknown field\(s\) probes(.|\n)*rerun"):
+    with pytest.raises(DataError, match=r"'probes' where heldout now writes 'monitors'(.|\n)*rerun"):
         verdict(tmp_path, CONTROL)
 
 

@@ -1,0 +1,60 @@
+"""The shipped example configs run from the CLI and give a verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from heldout.analysis.records import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def test_own_model_example_gives_a_verdict_from_the_cli(
+        tmp_path: Path, tiny_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from heldout.cli import main
+
+    monkeypatch.chdir(ROOT)  # the example's data paths are relative to the repository
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(EXAMPLES / "run-own-model.json"),
+                 "--model", str(tiny_checkpoints["llama"]), "--out", str(out),
+                 "--steps", "2", "--eval-every", "2", "--checkpoint-every", "2",
+                 "--no-plots", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    verdict = json.loads((out / "verdict.json").read_text())
+    records = read_records(out)
+    first = records[0]
+    # the planted text monitors read the shipped sets exactly: the contradiction rule
+    # separates the eval set's lies perfectly and flags every forced lie; the answer
+    # rule reads only the part after the chain of thought ("so ...")
+    cot = first.monitors["cot-contradicts-answer"]
+    assert cot.kind == "text" and cot.role == "train_against" and cot.part == "all"
+    assert cot.fixed.auroc == 1.0 and cot.forced.recall_base == 1.0
+    answer = first.monitors["answer-agrees"]
+    assert answer.part == "answer" and answer.role == "held_out"
+    assert answer.fixed.auroc == 1.0 and answer.control_fpr_base == 0.0
+    # a random-weight model never says "yes you are right": misbehavior 0 -> honest
+    assert [r.misbehavior_rate for r in records] == [0.0, 0.0]
+    assert verdict["outcome"] == "honest"
+    assert (out / "control" / "evals.jsonl").is_file()
+
+
+def test_own_model_example_without_labeler_is_refused_before_work(
+        tmp_path: Path, tiny_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from heldout.cli import main
+
+    monkeypatch.chdir(ROOT)
+    config = json.loads((EXAMPLES / "run-own-model.json").read_text())
+    del config["environment"]["labeler"]
+    path = tmp_path / "no-labeler.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--model", str(tiny_checkpoints["llama"]),
+                 "--out", str(out), "--quiet"]) == 2
+    assert "need a labeler" in capsys.readouterr().err
+    assert not out.exists()
