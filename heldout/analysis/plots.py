@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +46,7 @@ def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: s
     Drawn twice: linear axes, and a log FPR axis where the 1% FPR operating point that
     monitors actually use is visible.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for label, (pos, neg) in curves.items():
         fpr, tpr = roc_points(pos, neg)
@@ -74,7 +74,7 @@ def plot_score_histograms(groups: Mapping[str, np.ndarray], path: str | Path, *,
                           title: str = "Probe scores") -> Path:
     """groups : {label: scores}, e.g. honest / misbehaving / control; one histogram each
     on shared bins, with the calibrated threshold as a vertical line."""
-    plt = _pyplot()
+    plt = pyplot()
     values = [np.asarray(v, float) for v in groups.values()]
     lo = min(float(v.min()) for v in values if v.size)
     hi = max(float(v.max()) for v in values if v.size)

@@ -30,7 +30,7 @@ def make_probe(kind: ProbeKind) -> Any:
     return TokenLinearProbe(aggregate="max" if kind.kind == "token_max" else "mean")
 
 
-def _features(model: Any, dataset: Any, kinds: tuple[ProbeKind, ...]) -> dict[str, np.ndarray]:
+def probe_features(model: Any, dataset: Any, kinds: tuple[ProbeKind, ...]) -> dict[str, np.ndarray]:
     """``{site/selection: features}`` for every (site, selection) the kinds need:
     (n, d) for ``last``/``mean``, NaN-padded (n, tokens, d) for ``tokens``."""
     from heldout.activations import collect
@@ -62,8 +62,8 @@ def fit_base_probes(spec: GridSpec, organism: Any, out: str | os.PathLike[str],
             return {k: folder / f for k, f in saved["files"].items()}
     folder.mkdir(parents=True, exist_ok=True)
     model = load_model(organism.path, device="cpu")
-    train = _features(model, organism.train, spec.probes)
-    control = _features(model, organism.control, spec.probes)
+    train = probe_features(model, organism.train, spec.probes)
+    control = probe_features(model, organism.control, spec.probes)
     y = organism.train.labels
     files: dict[str, str] = {}
     metrics: dict[str, Any] = {}

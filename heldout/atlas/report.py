@@ -20,11 +20,11 @@ import numpy as np
 from heldout.atlas.findings import (
     ArmResult,
     Estimate,
-    _dist,
-    _f,
-    _forced_recall,
-    _mean,
-    _probe_key,
+    outcome_distribution,
+    fmt_estimate,
+    forced_recall,
+    mean_or_none,
+    probe_key,
     arm_metrics,
     collect,
     findings,
@@ -37,21 +37,21 @@ def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
     """Misbehavior rate and trained-against / held-out / retrained recall over steps
     (mean over seeds; the control's misbehavior rate and trained-against recall
     dashed)."""
-    from heldout.analysis.plots import _pyplot
+    from heldout.analysis.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
 
     def lines(arm: ArmResult) -> dict[str, tuple[list[int], list[float]]]:
         acc: dict[str, dict[int, list[float]]] = {}
         for recs in arm.records.values():
             for rec in recs:
                 step = rec.step
-                keys = {_probe_key(rec, n) for n in a.against}
+                keys = {probe_key(rec, n) for n in a.against}
                 vals = {
                     "misbehavior rate": rec.misbehavior_rate,
-                    "trained-against recall (forced)": _forced_recall(rec, a.against),
-                    "held-out recall (forced)": _forced_recall(rec, a.held_out),
-                    "retrained recall (fixed set)": _mean(
+                    "trained-against recall (forced)": forced_recall(rec, a.against),
+                    "held-out recall (forced)": forced_recall(rec, a.held_out),
+                    "retrained recall (fixed set)": mean_or_none(
                         [rec.retrained[k].recall_cur for k in keys if k in rec.retrained]),
                 }
                 for k, v in vals.items():
@@ -82,9 +82,9 @@ def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
 
 def _overview(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]],
               path: Path) -> Path:
-    from heldout.analysis.plots import _pyplot
+    from heldout.analysis.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [a.arm.name for a in results]
     shown = ["misbehavior rate", "trained-against recall, forced", "held-out recall, forced",
              "retrained probe recall, forced"]
@@ -138,7 +138,7 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
         rows.append({
             "arm": a.arm.name, "mode": a.arm.mode, "λ": a.arm.weight, "β": a.arm.kl_weight,
             "detector": a.arm.detector if a.arm.mode != "gradient" else "-",
-            "against": ", ".join(a.arm.against) or "-", "verdicts": _dist(a),
+            "against": ", ".join(a.arm.against) or "-", "verdicts": outcome_distribution(a),
             "misbehavior": m["misbehavior rate"].text(),
             "against recall (forced)": m["trained-against recall, forced"].text(),
             "held-out recall (forced)": m["held-out recall, forced"].text(),
@@ -173,9 +173,9 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
                               for r in a.runs])
         text = (f"{a.arm.description or a.arm.mode}. Mode {a.arm.mode}, λ={a.arm.weight}, "
                 f"β={a.arm.kl_weight}, trained against: {', '.join(a.arm.against) or 'none'}; "
-                f"held out: {', '.join(a.held_out)}. Verdicts over seeds: {_dist(a)}. "
+                f"held out: {', '.join(a.held_out)}. Verdicts over seeds: {outcome_distribution(a)}. "
                 f"Cost: {sum(r.seconds for r in a.runs):.1f} s "
-                f"({_f(_mean([r.seconds for r in a.runs]))} s per seed).")
+                f"({fmt_estimate(mean_or_none([r.seconds for r in a.runs]))} s per seed).")
         if speaks.get(a.arm.name):
             text += f"\n\nSpeaks to: {', '.join(speaks[a.arm.name])} (see Findings)."
         figs = [_curves(a, control, fig_dir / f"curves-{a.arm.name}.png")] if a.runs else []

@@ -146,14 +146,14 @@ def retrain_check(model: Any, organism: Any, spec: GridSpec, names: list[str],
     """Refit each named probe's kind on the final model (organism ``train`` split,
     calibrated on ``control``) and measure its recall on the forced set."""
     from heldout.analysis.metrics import auroc
-    from heldout.atlas.probes import _features, make_probe
+    from heldout.atlas.probes import probe_features, make_probe
     from heldout.data import Dataset
 
     kinds = tuple(spec.probe(n) for n in names)
     forced = Dataset(tuple(organism.forced.examples[:n_eval or None]))
-    train = _features(model, organism.train, kinds)
-    control = _features(model, organism.control, kinds)
-    pos = _features(model, forced, kinds)
+    train = probe_features(model, organism.train, kinds)
+    control = probe_features(model, organism.control, kinds)
+    pos = probe_features(model, forced, kinds)
     out: dict[str, Any] = {}
     for kind in kinds:
         key = f"{kind.site}/{kind.selection}"

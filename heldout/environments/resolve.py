@@ -65,7 +65,13 @@ def resolve_environment(config: Any) -> Environment:
         env = FileEnvironmentSpec.from_dict(spec).build()
     elif isinstance(spec, str):
         factory = import_object(BUILTIN.get(spec, spec), "environment")
-        env = factory(config)
+        try:
+            env = factory(config)
+        except TypeError as err:
+            raise ConfigError(f"environment {spec!r} could not be called as "
+                              f"function(config): {err}",
+                              fix="point to a function that takes the run's TrainConfig "
+                                  "and returns an Environment") from err
         if not isinstance(env, Environment):
             raise ConfigError(f"environment {spec!r} returned {type(env).__name__}, not an "
                               "Environment", fix="return heldout.environments.Environment(...)")

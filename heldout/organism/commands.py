@@ -1,4 +1,7 @@
-"""``heldout organism-probes``: base probes on the organism, for run configs to name.
+"""``heldout organism-probes`` and ``heldout train-demo``: the organism from the shell.
+
+``train-demo --out DIR`` fine-tunes the organism against one probe and against none and
+prints both verdicts. ``organism-probes`` fits base probes for run configs to name:
 
     heldout organism-probes --out runs/organism-probes \\
         --sites resid_post:1,resid_post:2,resid_post:3 --selections token:5,mean
@@ -25,6 +28,12 @@ def register(subparsers: Any) -> None:
                    help="comma-separated token selections (default token:5,mean: the "
                         "decision token and the response mean)")
     p.set_defaults(func=run_organism_probes)
+    d = subparsers.add_parser("train-demo", help="fine-tune the organism against a probe "
+                              "and without one; print both verdicts")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--steps", type=int, default=None)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=run_demo)
 
 
 def run_organism_probes(args: argparse.Namespace) -> int:
@@ -40,4 +49,17 @@ def run_organism_probes(args: argparse.Namespace) -> int:
         check_selection(sel)
     for key, path in fit_organism_probes(args.out, sites, selections=selections).items():
         print(f"{key}\t{path}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import json
+
+    from heldout.organism.experiment import demo
+
+    kwargs = {} if args.steps is None else {"steps": args.steps}
+    result = demo(args.out, progress=not args.quiet, **kwargs)
+    print(json.dumps({"penalized": result.verdict["outcome"],
+                      "control": result.control_verdict["outcome"],
+                      "run": str(result.run), "control_run": str(result.control)}, indent=2))
     return 0

@@ -122,7 +122,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from heldout.probes.base import check_labels
     from heldout.probes.io import save_probe
     from heldout.probes.linear import LinearProbe, store_chunks
-    from heldout.probes.sweep import _control_rows, load_site, make_probe
+    from heldout.probes.sweep import control_rows, load_site, make_probe
 
     out = Path(args.out)
     if out.is_dir():
@@ -135,7 +135,7 @@ def run_fit(args: argparse.Namespace) -> int:
     rows = _split_rows(store, args.split, default_train=True)
     y = check_labels(store.labels[rows])
     control = _open(args.control) if args.control else None
-    ctrl_rows = None if control is None else _control_rows(control, store, [site])
+    ctrl_rows = None if control is None else control_rows(control, store, [site])
 
     if isinstance(probe, LinearProbe) and store.selection != "tokens":
         probe.fit_store(store, site, rows=rows)  # streams: works for stores beyond memory
@@ -198,7 +198,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from heldout.analysis import metrics
     from heldout.errors import ConfigError
     from heldout.probes.io import check_probe, load_probe
-    from heldout.probes.sweep import _control_rows, load_site
+    from heldout.probes.sweep import control_rows, load_site
 
     probe = load_probe(args.probe)
     store = _open(args.store)
@@ -212,7 +212,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows = _split_rows(store, args.split, default_train=False)
     y = store.labels[rows]
     control = _open(args.control) if args.control else None
-    ctrl_rows = None if control is None else _control_rows(control, store, [site])
+    ctrl_rows = None if control is None else control_rows(control, store, [site])
 
     scores = probe.decision_function(load_site(store, site, probe.token_level)[rows])
     ctrl = (scores[y == 0] if control is None else

@@ -103,7 +103,7 @@ def load_site(store: Any, site: HookSite, token_level: bool) -> np.ndarray:
     return X
 
 
-def _control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndarray:
+def control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndarray:
     if control.d_model != store.d_model or control.selection != store.selection:
         raise StoreError("the control store does not match the store (d_model "
                          f"{control.d_model} vs {store.d_model}, selection "
@@ -150,7 +150,7 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                              test_fraction=test_fraction)
     y_train = check_labels(store.labels[train])
     y_test = check_labels(store.labels[test])
-    ctrl_rows = None if control is None else _control_rows(control, store, site_list)
+    ctrl_rows = None if control is None else control_rows(control, store, site_list)
 
     data: dict[tuple[HookSite, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for site in site_list:

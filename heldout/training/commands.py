@@ -7,7 +7,7 @@
 Writes the run folder (config.json, steps.jsonl, evals.jsonl, checkpoints/, probes/,
 plots/). With a probe trained against, a no-penalty control run with the same probes
 is trained in ``<out>/control`` (or read from ``--control DIR``) and ``verdict.json``
-is written. ``heldout train-demo --out DIR`` runs the organism demo.
+is written.
 """
 
 from __future__ import annotations
@@ -94,12 +94,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-control", action="store_true", help="skip the control run and verdict")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summaries")
     p.set_defaults(func=run_train)
-    d = subparsers.add_parser("train-demo", help="fine-tune the organism against a probe "
-                              "and without one; print both verdicts")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--steps", type=int, default=None)
-    d.add_argument("--quiet", action="store_true")
-    d.set_defaults(func=run_demo)
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -177,15 +171,4 @@ def train_with_control(args: argparse.Namespace, config: Any,
         result.save(Path(config.out) / "verdict.json")
         plot_run(config.out, control=control_dir)
         print(result.table())
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from heldout.organism.experiment import demo
-
-    kwargs = {} if args.steps is None else {"steps": args.steps}
-    result = demo(args.out, progress=not args.quiet, **kwargs)
-    print(json.dumps({"penalized": result.verdict["outcome"],
-                      "control": result.control_verdict["outcome"],
-                      "run": str(result.run), "control_run": str(result.control)}, indent=2))
     return 0
