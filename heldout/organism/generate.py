@@ -1,14 +1,13 @@
 """Greedy generation and the organism's behaviour: honest accuracy, misbehavior rate.
 
-Works with a TransformerLens ``TransformerBridge`` (``model(ids)`` returns logits) and
-with a Hugging Face causal LM (``model(input_ids=ids).logits``). Prompts are rendered
-with the tokenizer's chat template and grouped by length, so no padding is needed.
+Works with a TransformerLens ``TransformerBridge`` and with a Hugging Face causal LM.
+Prompts are rendered with the tokenizer's chat template and decoded with a KV cache
+(``heldout.generation.generate``).
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,55 +18,27 @@ from heldout.organism.task import effective_cues, grade, sample_prompt
 from heldout.organism.tokenizer import prompt_ids
 
 
-def _logits(model: Any, ids: Any) -> Any:
-    if hasattr(model, "run_with_cache"):  # TransformerBridge
-        return model(ids, return_type="logits")
-    return model(input_ids=ids).logits
-
-
 def greedy_generate(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
                     *, max_new_tokens: int = 8, batch_size: int = 256) -> list[str]:
     """Greedy completions (text up to ``<eos>``) of each chat ``conversation``.
 
     model : a ``TransformerBridge`` or a Hugging Face causal LM.
     tokenizer : default ``model.tokenizer`` (a bridge carries its tokenizer).
+
+    Decodes with a KV cache through :func:`heldout.generation.generate` (prompts of
+    different lengths are left-padded together; a bridge runs on its un-bridged twin,
+    which shares its weights).
     """
-    import torch
+    from heldout.generation import generate
 
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise ConfigError("greedy_generate needs a tokenizer", fix="pass tokenizer=")
-    eos = tokenizer.eos_token_id
     encoded = [prompt_ids(tokenizer, list(c)) for c in conversations]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(encoded):
-        by_length[len(ids)].append(i)
-    out: list[str] = [""] * len(encoded)
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.inference_mode():
-            for length in sorted(by_length):
-                rows = by_length[length]
-                for start in range(0, len(rows), batch_size):
-                    chunk = rows[start: start + batch_size]
-                    seq = torch.tensor([encoded[i] for i in chunk], dtype=torch.long)
-                    done = torch.zeros(len(chunk), dtype=torch.bool)
-                    for _ in range(max_new_tokens):
-                        nxt = _logits(model, seq)[:, -1].argmax(-1).to(seq.device)
-                        seq = torch.cat([seq, nxt[:, None]], dim=1)
-                        done |= nxt.cpu() == eos
-                        if bool(done.all()):
-                            break
-                    for row, i in zip(seq[:, length:].tolist(), chunk):
-                        if eos in row:
-                            row = row[: row.index(eos)]
-                        out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
-    return out
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    new_ids = generate(model, encoded, max_new_tokens=max_new_tokens,
+                       eos_id=tokenizer.eos_token_id, pad_id=pad, batch_size=batch_size)
+    return [tokenizer.decode(rows[0], skip_special_tokens=True).strip() for rows in new_ids]
 
 
 @dataclass(frozen=True)
