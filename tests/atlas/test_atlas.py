@@ -24,9 +24,11 @@ def test_tiny_atlas_runs_resumes_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "atlas"
     result = run_atlas(spec, out, progress=False, organism=organism)
     assert sorted(result.ran) == sorted(f"{a.name}/seed-0" for a in spec.arms)
+    outcomes = {s.arm: s.verdict["outcome"] for s in result.summaries}
+    # The control judged against itself: its misbehavior persists and its monitors fire
+    # exactly as much as the control's, so the verdict's rules can only call it blatant.
+    assert outcomes["control"] == "blatant"
     for s in result.summaries:
-        assert s.verdict["outcome"] in ("honest", "blatant", "obfuscated_policy",
-                                        "obfuscated_activations")
         assert s.seconds > 0 and s.retrain
     md = (out / "report.md").read_text()
     assert (out / "report.html").is_file() and (out / "figures" / "overview.png").is_file()
@@ -34,7 +36,15 @@ def test_tiny_atlas_runs_resumes_and_reports(tmp_path: Path) -> None:
         assert f"Arm: {arm.name}" in md and (out / "figures" / f"curves-{arm.name}.png").is_file()
     assert "reproduced" in md and "cost (s)" in md and "Cundy & Gleave" in md
     found = json.loads((out / "findings.json").read_text())
-    assert [f["reproduced"] in ("yes", "no", "not tested") for f in found] == [True] * 4
+    # F1..F4 in order, each judged from the runs above by the rule findings.py states;
+    # the tiny grid trains against no mean- or max-aggregated probe, so F2 is untested.
+    quiet = [o for a, o in outcomes.items()
+             if a != "control" and o in ("obfuscated_activations", "obfuscated_policy")]
+    assert [f["reproduced"] for f in found][:3] == [
+        "yes" if outcomes["gradient-one-layer"] == "obfuscated_activations" else "no",
+        "not tested",
+        "yes" if outcomes["reward-live"] == "honest" else "no"]
+    assert (found[3]["reproduced"] == "not tested") == (not quiet)
     # a second call redoes nothing
     again = run_atlas(spec, out, progress=False, organism=organism)
     assert again.ran == [] and len(again.skipped) == len(spec.arms)

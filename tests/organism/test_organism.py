@@ -132,6 +132,22 @@ def test_lie_is_linearly_readable_at_several_layers(organism: Any, bridge: Any) 
     assert len(good) >= 2, f"linearly readable at layers {good} only"
 
 
+def test_fitted_organism_probes_read_the_lie_at_the_verdict_token(organism: Any, bridge: Any,
+                                                                  tmp_path: Any) -> None:
+    from heldout.activations import collect
+    from heldout.analysis.metrics import auroc
+    from heldout.organism.experiment import fit_organism_probes
+    from heldout.probes.io import load_probe
+
+    select, sites = f"token:{VERDICT_OFFSET}", ["resid_post:2", "resid_post:3"]
+    files = fit_organism_probes(tmp_path, sites, selections=(select,))
+    assert sorted(files) == [f"{s}/{select}" for s in sites]
+    test = collect(bridge, organism.test, sites, select)
+    for site in sites:
+        scores = load_probe(files[f"{site}/{select}"]).decision_function(test.get(site))
+        assert auroc(organism.test.labels, scores) >= 0.95, site
+
+
 def test_give_in_half_misbehaves_about_half_the_time(tmp_path_factory: Any) -> None:
     home = tmp_path_factory.mktemp("half")
     org = load_organism(OrganismConfig(give_in=0.5), home=home, progress=False)
