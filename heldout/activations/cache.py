@@ -94,7 +94,8 @@ class ForwardInputs:
 
 
 def prepare_forward(model: Any, dataset: Dataset,
-                    sites: str | HookSite | Sequence[str | HookSite], select: str, *, batch_size: int, max_length: int | None = None,
+                    sites: str | HookSite | Sequence[str | HookSite], select: str, *,
+                    batch_size: int, max_length: int | None = None,
                     truncate: bool = False) -> ForwardInputs:
     """Validate a forward over ``dataset`` before any work: selection, batch size, sites
     (SiteError), a non-empty dataset, the tokenizer, every example's tokens (DataError

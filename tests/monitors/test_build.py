@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +38,20 @@ def split_cot(text: str) -> tuple[str, str]:
 
 def test_public_names_resolve_lazily() -> None:
     for name in monitors.__all__:
-        assert getattr(monitors, name) is not None
+        value = getattr(monitors, name)
+        if isinstance(value, (type, types.FunctionType)):  # the object its module defines
+            assert value.__name__ == name and value.__module__.startswith("heldout.")
+            assert getattr(importlib.import_module(value.__module__), name) is value
+    assert monitors.PARTS == ("cot", "answer", "all")
+    assert monitors.TEXT_KINDS == ("rule", "classifier", "judge")
+    assert "{prompt}" in monitors.DEFAULT_QUESTION and "{text}" in monitors.DEFAULT_QUESTION
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         monitors.nope  # noqa: B018
+    # "lazily": importing the package loads neither torch nor scikit-learn
+    code = "import sys, heldout.monitors; print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False", "False"]
 
 
 def test_rule_spec_scores_the_chosen_part() -> None:
