@@ -161,20 +161,25 @@ def forward_pass(model: Any, tokens: Sequence[TokenizedExample], probes: Sequenc
                     pooled.setdefault(key, []).append(
                         select_tokens(acts.float(), response, sel).cpu())
             pred = response[:, 1:]
-            lp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-            hit = lp.argmax(-1) == ids[:, 1:]
+            hit = logits[:, :-1].argmax(-1) == ids[:, 1:]
             hits.extend(hit[row][pred[row]].cpu() for row in range(len(batch)))
             if reference is not None:
+                # only the response positions, one model's logits alive at a time: the
+                # peak stays near one forward pass of the model
+                lp = F.log_softmax(logits[:, :-1][pred].float(), dim=-1)
+                del logits
                 ref_logits = reference.run_with_hooks(ids, fwd_hooks=ref_hooks,
                                                       attention_mask=attention)
                 for p in probes:
                     ref_scores[p.name].append(p.example_scores(
                         ref_captured[p.hook_name], response).float().cpu().numpy())
-                ref_lp = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
-                kls.append(F.kl_div(ref_lp[pred], lp[pred], log_target=True,
+                ref_lp = F.log_softmax(ref_logits[:, :-1][pred].float(), dim=-1)
+                del ref_logits
+                kls.append(F.kl_div(ref_lp, lp, log_target=True,
                                     reduction="none").sum(-1).cpu())
-                del ref_logits, ref_lp
-            del logits, lp
+                del lp, ref_lp
+            else:
+                del logits
 
     def cat(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}

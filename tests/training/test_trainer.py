@@ -105,3 +105,38 @@ def test_bad_inputs_fail_before_training(tiny_config, tiny_data, tmp_path: Path)
         Trainer(tiny_config, progress=False)
     with pytest.raises(ConfigError, match="written by a different config"):
         Trainer(tiny_config.replace(lr=5e-3), resume=True, progress=False)
+
+
+def test_monitor_kl_and_cross_model_scores_match_a_direct_computation(tiny_config, tiny_env
+                                                                      ) -> None:  # type: ignore[no-untyped-def]
+    """The monitor reduces KL batch by batch (no vocabulary-sized tensor kept for the
+    set); planted check against full forward passes of both models."""
+    from dataclasses import replace
+
+    from torch.nn import functional as F
+
+    from heldout.activations.cache import pad_batch
+    from heldout.data import Dataset, Example, tokenize_dataset
+    from heldout.environments.files import make_labeler
+
+    env = replace(tiny_env, labeler=make_labeler({"misbehavior": r"\byes\b"}))
+    trainer = Trainer(tiny_config, environment=env, progress=False)
+    with torch.no_grad():  # move the trained model away from the base
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mon = trainer.monitor
+    mon.batch_size = 3  # several batches
+    record = mon.evaluate(trainer.model, 1)
+    examples, texts = mon.generate(trainer.model)
+    own = Dataset(tuple(Example(id=e.id, label=0, response=t or "<eos>", messages=e.messages)
+                        for e, t in zip(examples, texts)))
+    ids, attention, response = pad_batch(tokenize_dataset(own, mon.tokenizer), mon.pad_id,
+                                         "cpu")
+    with torch.no_grad():
+        cur = F.log_softmax(trainer.model(ids, attention_mask=attention)[:, :-1], -1)
+        base = F.log_softmax(mon.base(ids, attention_mask=attention)[:, :-1], -1)
+    mask = response[:, 1:]
+    expected = F.kl_div(base[mask], cur[mask], log_target=True, reduction="none").sum(-1)
+    assert record.kl_to_base == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert record.kl_to_base > 1e-4
+    assert record.n_own == len(examples) == len(env.eval)
