@@ -31,9 +31,18 @@ def _table_md(frame: Any) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        cells = [("-" if v != v else f"{v:.3f}") if isinstance(v, float)
+                 else "-" if v is None else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _paragraph_html(text: str) -> str:
+    """A paragraph, or a bulleted list when every line starts with ``- ``."""
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    if all(x.startswith("- ") for x in lines):
+        return "<ul>" + "".join(f"<li>{html.escape(x[2:])}</li>" for x in lines) + "</ul>"
+    return f"<p>{html.escape(text)}</p>"
 
 
 def write_report(folder: str | Path, title: str, sections: list[Section],
@@ -46,11 +55,11 @@ def write_report(folder: str | Path, title: str, sections: list[Section],
     for sec in sections:
         md += [f"## {sec.heading}", "", sec.text, ""]
         body.append(f"<h2>{html.escape(sec.heading)}</h2>")
-        body += [f"<p>{html.escape(p)}</p>" for p in sec.text.split("\n\n") if p.strip()]
+        body += [_paragraph_html(p) for p in sec.text.split("\n\n") if p.strip()]
         for table in sec.tables:
             md += [_table_md(table), ""]
             body.append(table.to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                      border=0, classes="t"))
+                                      na_rep="-", border=0, classes="t"))
         for fig in sec.figures:
             rel = os.path.relpath(fig, out)
             md += [f"![{Path(rel).stem}]({rel})", ""]
@@ -59,6 +68,7 @@ def write_report(folder: str | Path, title: str, sections: list[Section],
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table.t{border-collapse:collapse;margin:1em 0}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 10px;text-align:right}"
+             "table.t td:first-child,table.t th:first-child{text-align:left}"
              "img{max-width:100%}figcaption{color:#666;font-size:90%}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")

@@ -47,3 +47,13 @@ def test_report_writes_markdown_html_and_pngs(tmp_path: Path) -> None:
     text = md.read_text()
     assert "| resid_post:1 | 0.988 |" in text and "![roc](roc.png)" in text
     assert '<img src="hist.png"' in html.read_text()
+
+
+def test_report_lists_and_missing_values(tmp_path: Path) -> None:
+    table = pd.DataFrame({"quantity": ["cross-model", "recall"], "base": [None, 0.5]})
+    md, html = write_report(tmp_path, "R", [Section("Verdict", "Meaning.\n\n- one\n- two <b>",
+                                                    [table])])
+    page = html.read_text()
+    assert "<ul><li>one</li><li>two &lt;b&gt;</li></ul>" in page
+    assert "<p>Meaning.</p>" in page and "NaN" not in page and "<td>-</td>" in page
+    assert "| cross-model | - |" in md.read_text()
