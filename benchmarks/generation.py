@@ -156,6 +156,34 @@ def run(name: str, bridge: Any, args: argparse.Namespace, repeats: int) -> None:
           f"same tokens: {same}   (median of {repeats})")
 
 
+def organism_sized_gpt2(root: Path) -> Any:
+    """A bridge over a random GPT-2 of the organism's size (4 layers, d_model 64)."""
+    from heldout.models import load_model
+    from heldout.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(root / "gpt2", arch="gpt2", n_layers=4, d_model=64,
+                                   n_ctx=128, seed=0)
+    return load_model(folder, device="cpu")
+
+
+def smollm2_shaped_llama(root: Path) -> Any:
+    """A bridge over a random Llama with SmolLM2-135M's shape and a word tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from heldout.models import load_model
+    from heldout.tiny import WORDS, build_word_tokenizer
+
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                         max_position_embeddings=2048, rope_theta=100000.0,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0)
+    hf = LlamaForCausalLM(config).eval()
+    build_word_tokenizer(WORDS).save_pretrained(root / "tokenizer")  # TL reloads it by path
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    return load_model(hf, tokenizer=tokenizer, device="cpu")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -168,29 +196,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from heldout.models import load_model
-    from heldout.tiny import WORDS, build_word_tokenizer, write_tiny_checkpoint
-
     root = Path(tempfile.mkdtemp(prefix="bench-generation-"))
-    folder = write_tiny_checkpoint(root / "gpt2", arch="gpt2", n_layers=4, d_model=64,
-                                   n_ctx=128, seed=0)
-    run("random GPT-2, organism size (4 layers, d_model 64)",
-        load_model(folder, device="cpu"), args, repeats=5)
+    run("random GPT-2, organism size (4 layers, d_model 64)", organism_sized_gpt2(root),
+        args, repeats=5)
     if args.skip_llama:
         return
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                         max_position_embeddings=2048, rope_theta=100000.0,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0)
-    hf = LlamaForCausalLM(config).eval()
-    build_word_tokenizer(WORDS).save_pretrained(root / "tokenizer")  # TL reloads it by path
-    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
-    bridge = load_model(hf, tokenizer=tokenizer, device="cpu")
-    run("random Llama, SmolLM2-135M shape", bridge, args, repeats=1)
-
+    run("random Llama, SmolLM2-135M shape", smollm2_shaped_llama(root), args, repeats=1)
 
 if __name__ == "__main__":
     main()

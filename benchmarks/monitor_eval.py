@@ -33,7 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from generation import cacheless, forward, measure  # noqa: E402  (benchmarks/generation.py)
+from generation import (  # noqa: E402  (benchmarks/generation.py)
+    cacheless,
+    forward,
+    measure,
+    organism_sized_gpt2,
+    smollm2_shaped_llama,
+)
 
 
 def _monitor(bridge: Any, args: argparse.Namespace) -> tuple[Any, Any]:
@@ -114,26 +120,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from heldout.models import load_model
-    from heldout.tiny import WORDS, build_word_tokenizer, write_tiny_checkpoint
-
     root = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
-    folder = write_tiny_checkpoint(root / "gpt2", arch="gpt2", n_layers=4, d_model=64,
-                                   n_ctx=128, seed=0)
-    run("random GPT-2, organism size (4 layers, d_model 64)", load_model(folder), args)
+    run("random GPT-2, organism size (4 layers, d_model 64)", organism_sized_gpt2(root), args)
     if args.skip_llama:
         return
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    build_word_tokenizer(WORDS).save_pretrained(root / "tokenizer")
-    bridge = load_model(LlamaForCausalLM(config).eval(),
-                        tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer"))
-    run("random Llama, SmolLM2-135M shape (30 layers, d_model 576)", bridge, args)
-
+    run("random Llama, SmolLM2-135M shape (30 layers, d_model 576)",
+        smollm2_shaped_llama(root), args)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +165,7 @@ class TextClassifierMonitor:
         from safetensors.numpy import save_file
 
         from heldout import __version__
+        from heldout.probes.io import write_atomic
 
         self._check_fitted()
         vocab = self.vectorizer_.vocabulary_
@@ -181,17 +181,8 @@ class TextClassifierMonitor:
                 "classes": [0, 1], "positive_class": 1, "class_counts": self.class_counts_,
                 "heldout_version": __version__, "sklearn_version": sklearn.__version__,
                 "checksum": _checksum(tensors)}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"heldout": json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_atomic(path, lambda tmp: save_file(
+            tensors, tmp, metadata={"heldout": json.dumps(meta)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TextClassifierMonitor:

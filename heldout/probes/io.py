@@ -16,6 +16,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -102,12 +103,19 @@ def save_probe(probe: BaseProbe, path: str | os.PathLike[str], *, site: Any = No
         "model_fingerprint": model_fingerprint, "data_fingerprint": data_fingerprint,
         "heldout_version": __version__, "checksum": _checksum(tensors),
     }
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp,
+                                                    metadata={"heldout": json.dumps(meta)}))
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place:
+    an interrupted save leaves the old file (or none), never half of a new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"heldout": json.dumps(meta)})
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
