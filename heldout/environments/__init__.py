@@ -17,7 +17,6 @@ from heldout.environments.base import (
 from heldout.environments.files import FileEnvironmentSpec, RegexLabeler, make_labeler
 from heldout.environments.resolve import (
     ORGANISM,
-    environment_name,
     is_organism_model,
     model_source,
     resolve_environment,
@@ -25,5 +24,5 @@ from heldout.environments.resolve import (
 
 __all__ = ["ORGANISM", "Candidates", "Corrector", "CotSplitter", "Environment",
            "FileEnvironmentSpec", "Labeler", "RegexLabeler", "TaskReward", "check_labeler",
-           "environment_name", "is_organism_model", "make_labeler", "model_source",
+           "is_organism_model", "make_labeler", "model_source",
            "resolve_environment"]

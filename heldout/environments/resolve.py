@@ -37,16 +37,6 @@ def is_organism_model(model: str | None) -> bool:
     return model in (None, ORGANISM) or (Path(str(model)) / "organism.json").is_file()
 
 
-def environment_name(config: Any) -> str:
-    """What the config's environment resolves to, without loading anything."""
-    env = config.environment
-    if env is None:
-        return ORGANISM if is_organism_model(config.model) else "files"
-    if isinstance(env, dict):
-        return str(env.get("name", "files"))
-    return str(env)
-
-
 def resolve_environment(config: Any) -> Environment:
     """The environment of ``config`` (module docstring), checked."""
     spec = config.environment
