@@ -142,6 +142,10 @@ def train_with_control(args: argparse.Namespace, config: Any,
     ``--no-control``), then write ``verdict.json`` and the plots (on the main process)."""
     from heldout.environments.resolve import resolve_environment
 
+    if config.tensorboard:  # before the environment, which may train the organism
+        from heldout.training.tensorboard import require_tensorboard
+
+        require_tensorboard()
     env = environment if environment is not None else resolve_environment(config)
     # checked before the trainer is built, which already writes the run folder
     if config.against_names and not args.no_control and env.labeler is None:

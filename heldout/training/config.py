@@ -147,6 +147,9 @@ class TrainConfig:
     """Seed of the data order, torch and Python RNGs."""
     plots: bool = True
     """Write PNGs of every monitored curve at the end of the run (``<out>/plots``)."""
+    tensorboard: bool = False
+    """Also write the training scalars as TensorBoard events under ``<out>/tensorboard``
+    (needs ``pip install 'heldout[tensorboard]'``; see ``heldout.training.tensorboard``)."""
     organism: dict[str, Any] = field(default_factory=dict)
     """Organism only: ``OrganismConfig`` fields that differ from the defaults."""
     mode: Mode = "gradient"
@@ -307,9 +310,11 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def fingerprint(self) -> str:
-        """Hash of every field except ``out``: a resume must match it."""
+        """Hash of every field except ``out`` and ``tensorboard`` (where the run is
+        written, and in which formats): a resume must match it."""
         data = self.to_dict()
         data.pop("out")
+        data.pop("tensorboard")
         for name, default in _NEW_DEFAULTS.items():  # configs from before these fields
             if data.get(name) == default:
                 data.pop(name)

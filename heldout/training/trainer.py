@@ -19,9 +19,11 @@ Works from a notebook::
 
 The run folder holds ``config.json``, ``steps.jsonl`` (one record per step),
 ``evals.jsonl`` (one record per monitored evaluation), ``checkpoints/``, ``probes/``
-(probes retrained on the final model), ``model.safetensors`` (final weights) and
-``plots/``. ``Trainer(config, resume=True)`` continues from the newest checkpoint and
-produces the same records as an uninterrupted run.
+(probes retrained on the final model), ``model.safetensors`` (final weights),
+``plots/`` and, with ``tensorboard=True``, ``tensorboard/`` (the same scalars as
+TensorBoard events, :mod:`heldout.training.tensorboard`). ``Trainer(config,
+resume=True)`` continues from the newest checkpoint and produces the same records as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from heldout.training.step import (  # re-exported too
     sft_loss,
     token_kl,
 )
+from heldout.training.tensorboard import TensorBoardLog
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -117,6 +120,8 @@ class Trainer:
         self.out = Path(config.out)
         self.progress = progress
         self.task_loss = task_loss or sft_loss
+        # checks the package before anything is loaded or written
+        self.tensorboard = TensorBoardLog(self.out) if config.tensorboard else None
         existing = ckpt.latest_checkpoint(self.out)
         if resume:
             if existing is None:
@@ -361,6 +366,8 @@ class Trainer:
     def _append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.out / name, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.write(name, record)
 
     def train(self, until: int | None = None) -> RunResult:
         """Train up to step ``until`` (default ``config.steps``), evaluating and
@@ -375,25 +382,30 @@ class Trainer:
             self._log_evaluation(say)
         bar = tqdm(total=stop, initial=self.step_count, desc=f"train {self.out.name}",
                    unit="step", disable=not self.progress)
-        while self.step_count < stop:
-            try:
-                res = self.step()
-            except TrainingError as err:
-                last = ckpt.latest_checkpoint(self.out)
-                where = f"the last good checkpoint is {last}" if last else \
-                    "no checkpoint was written yet"
-                raise TrainingError(f"{err.cause}; training stopped, {where}",
-                                    fix=err.fix) from err
-            result.steps.append(res)
-            self._append("steps.jsonl", res.to_dict())
-            bar.update(1)
-            bar.set_postfix(loss=f"{res.loss:.4f}")
-            done = self.step_count == cfg.steps
-            if self.step_count % cfg.eval_every == 0 or done:
-                self._log_evaluation(say)
-            if (cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0) or done:
-                self.save_checkpoint()
-        bar.close()
+        try:
+            while self.step_count < stop:
+                try:
+                    res = self.step()
+                except TrainingError as err:
+                    last = ckpt.latest_checkpoint(self.out)
+                    where = f"the last good checkpoint is {last}" if last else \
+                        "no checkpoint was written yet"
+                    raise TrainingError(f"{err.cause}; training stopped, {where}",
+                                        fix=err.fix) from err
+                result.steps.append(res)
+                self._append("steps.jsonl", res.to_dict())
+                bar.update(1)
+                bar.set_postfix(loss=f"{res.loss:.4f}")
+                done = self.step_count == cfg.steps
+                if self.step_count % cfg.eval_every == 0 or done:
+                    self._log_evaluation(say)
+                if (cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0) \
+                        or done:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()  # also when a step fails: its events are kept
         if self.step_count == cfg.steps:
             self.finish()
         result.step = self.step_count
