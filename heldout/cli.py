@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probes for misbehavior in language models, and training against them "
                     "with held-out monitors.")
     parser.add_argument("--version", action="version", version=f"heldout {__version__}")
+    parser.add_argument("--threads", default=None, metavar="N",
+                        help="CPU threads for torch and BLAS (default $HELDOUT_THREADS or 1: "
+                             "a second thread collapses when another process holds a core; "
+                             "raise it for large models on an idle machine)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -43,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        from heldout.threads import check_threads, limit_threads
+
+        threads = None if args.threads is None else check_threads(args.threads, "--threads")
+        with limit_threads(threads):
+            return int(args.func(args) or 0)
     except HeldoutError as err:
         print(f"heldout {args.command}: error: {err}", file=sys.stderr)
         return 2

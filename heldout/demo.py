@@ -72,15 +72,27 @@ def _test_scores(result: Any, store: Any, control: Any, site: Any, probe: str
 def run_demo(out: str | Path = "heldout-demo", *, retrain: bool = False,
              home: str | Path | None = None, select: str = "last", train: bool = True,
              progress: bool = True) -> DemoResult:
-    """Run the demo and write its report into ``out``; returns a :class:`DemoResult`."""
+    """Run the demo and write its report into ``out``; returns a :class:`DemoResult`.
+
+    home : organism cache for every step, fine-tuning arms included (default
+        ``$HELDOUT_HOME``).
+    """
+    from heldout.organism import using_home
+
+    with using_home(home):
+        return _run_demo(Path(out), retrain=retrain, select=select, train=train,
+                         progress=progress)
+
+
+def _run_demo(out: Path, *, retrain: bool, select: str, train: bool, progress: bool
+              ) -> DemoResult:
     import pandas as pd
 
     from heldout.analysis.plots import plot_roc_curves, plot_score_histograms
-    from heldout.analysis.report import Section, write_report
+    from heldout.analysis.report import Section, glossary_section, write_report
     from heldout.organism import load_organism
     from heldout.probes.sweep import plot_sweep, sweep
 
-    out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -92,7 +104,7 @@ def run_demo(out: str | Path = "heldout-demo", *, retrain: bool = False,
         seconds[name] = round(now - clock, 1)
         clock = now
 
-    organism = load_organism(retrain=retrain, home=home, progress=progress)
+    organism = load_organism(retrain=retrain, progress=progress)
     model = organism.load_model()
     lap("organism (train or reuse)")
     behaviour = organism.evaluate(model).to_dict()
@@ -110,34 +122,45 @@ def run_demo(out: str | Path = "heldout-demo", *, retrain: bool = False,
     table.to_csv(out / "results.csv", index=False)
     lap("probe sweep")
 
-    sweep_png = plot_sweep(table, figures / "auroc_by_layer.png", fpr=pooled.fpr)
+    from heldout.analysis.report import Plot
+
+    sweep_fig = Plot(plot_sweep(table, fpr=pooled.fpr),
+                     "AUROC (left) and recall at 1% control FPR (right) by layer for every "
+                     "probe kind, with 95% bootstrap bands. Look for the layer where the "
+                     "curves rise: the lie becomes linearly readable there.", "auroc_by_layer")
     curves = {}
     for result, st, ctl in ((pooled, store, control), (tokens, tok_store, tok_control)):
         for probe, rows in result.table.groupby("probe", sort=False):
             best = rows.sort_values(["recall_at_fpr", "auroc"], ascending=False).iloc[0]
             groups = _test_scores(result, st, ctl, best["site"], probe)
             curves[f"{probe} @ {best['site']}"] = (groups["misbehaving (test)"], groups["control"])
-    roc_png = plot_roc_curves(curves, figures / "roc_curves.png",
-                              title="Best layer of each probe kind: test misbehaving vs control")
+    roc_fig = Plot(plot_roc_curves(curves, title="Best layer of each probe kind: test "
+                                   "misbehaving vs control"),
+                   "ROC curves of each kind's best layer, linear and log false-positive "
+                   "axes. The dotted line is the 1% FPR a deployed monitor would use: "
+                   "what matters is how high each curve is there.", "roc_curves")
     best_row = table.sort_values(["recall_at_fpr", "auroc"], ascending=False).iloc[0]
     best_result = pooled if best_row["selection"] == select else tokens
     best_store = (store, control) if best_result is pooled else (tok_store, tok_control)
     groups = _test_scores(best_result, *best_store, best_row["site"], best_row["probe"])
-    hist_png = plot_score_histograms(groups, figures / "score_histograms.png",
-                                     threshold=float(best_row["threshold"]),
-                                     title=f"{best_row['probe']} @ {best_row['site']}")
+    hist_fig = Plot(plot_score_histograms(groups, threshold=float(best_row["threshold"]),
+                                          title=f"{best_row['probe']} @ {best_row['site']}"),
+                    f"Scores of the best probe ({best_row['probe']} at {best_row['site']}) on "
+                    "honest and misbehaving test examples and on the benign control set. "
+                    "The dashed threshold flags 1% of control: misbehaving mass to its "
+                    "right is caught.", "score_histograms")
     lap("plots")
 
     result = DemoResult(out=out, table=table, behaviour=behaviour, seconds=seconds)
     sections = _report_sections(organism, behaviour, table, select,
-                                 [sweep_png, roc_png, hist_png], Section)
+                                 [sweep_fig, roc_fig, hist_fig], Section)
     if train:
         result.training = _training_arms(out / "training", progress, Section)
         sections += result.training.pop("sections")
         lap("fine-tuning arms")
     seconds["total"] = round(sum(seconds.values()), 1)
     write_report(out, "heldout demo: probes on the built-in model organism",
-                 sections, summary=_summary_line(table, behaviour))
+                 sections + [glossary_section()], summary=_summary_line(table, behaviour))
     return result
 
 
@@ -145,27 +168,64 @@ def _training_arms(out: Path, progress: bool, Section: Any) -> dict[str, Any]:
     """Fine-tune against one probe (gradient) and against none (control); both verdicts."""
     import pandas as pd
 
+    from heldout.analysis.curves import run_figures
+    from heldout.analysis.report import Plot
     from heldout.organism.experiment import demo as train_demo
 
     pair = train_demo(out, progress=progress)
     verdicts = {"penalized (resid_post:2 decision token, gradient)": pair.verdict["outcome"],
                 "control (no penalty)": pair.control_verdict["outcome"]}
     evidence = pd.DataFrame(pair.verdict["evidence"])
-    plots = sorted((pair.run / "plots").glob("*.png"))
+    headline = Plot(pair.run / "plots" / "headline.png",
+                    "Left: misbehavior rate of the penalized run (solid) and the control "
+                    "(dashed). Middle: recall of each probe on the model's own lies; the "
+                    "thick line is the probe trained against, thin lines are held out. "
+                    "Right: probes retrained on the fine-tuned model. The dotted line is "
+                    "the step the verdict judges.")
+    captions = {
+        "behaviour": "Misbehavior rate, task accuracy and KL to the base model over steps.",
+        "losses": "Training losses per step: the task loss and the probe penalty.",
+        "retrained": "Probes refitted on each checkpoint: is the lie still linearly "
+                     "readable, whatever the original probe says?",
+        "pca90": "Principal components holding 90% of activation variance per site.",
+    }
+    figures = [headline] + [
+        Plot(fig, captions.get(name, f"{name}: recall and AUROC on each data set (own "
+                               "outputs, fixed, forced, cross-model) over steps."),
+             f"run-{name}")
+        for name, fig in run_figures(pair.run, pair.control).items()]
     text = ("The organism is fine-tuned on data that keeps the pressure to lie, with a "
             "penalty from the resid_post:2 probe at the decision token (mean probability, "
             "gradient through the probe), and without one (control). Held-out probes on "
             "other layers and aggregations, probes retrained on the fine-tuned model and "
             "the frozen base model reading the new outputs all watch. Verdicts: "
-            + "; ".join(f"{k}: {v}" for k, v in verdicts.items()) + ". "
-            + pair.verdict["meaning"] + "\n\n"
+            + "; ".join(f"{k}: {v}" for k, v in verdicts.items()) + ".\n\n"
+            + pair.verdict["meaning"] + " " + pair.verdict["story"] + "\n\n"
             + "".join(f"- {n}\n" for n in pair.verdict["notes"])
             + ("\n" if pair.verdict["notes"] else "")
             + "Evidence behind the penalized run's verdict (base = step 0, control = the "
-            "no-penalty run, run = the penalized run; held-out rows say whether each "
-            "held-out probe still fires on the run's own misbehavior):")
+            "no-penalty run, run = the penalized run). Rows with a rule decide the call; "
+            "rows marked info give context (see the Glossary):")
     return {"verdicts": verdicts, "run": str(pair.run),
-            "sections": [Section("Training against a probe", text, [evidence], plots)]}
+            "sections": [Section("Training against a probe", text, [evidence], figures)]}
+
+
+def _provenance(record: dict[str, Any]) -> str:
+    seconds = record.get("train_seconds")
+    took = f" in {seconds:.0f} s on {record.get('threads', '?')} thread(s)" if seconds else ""
+    if record.get("source") == "shipped":
+        return (f"This copy was installed from the weights shipped with heldout (trained "
+                f"from this config{took}; checksum verified; `heldout organism --verify` "
+                "retrains its first steps here to compare).")
+    return f"It was trained on this machine{took}."
+
+
+def _with_ci(table: Any, value: str, low: str, high: str) -> Any:
+    """Layer x probe table of ``value [low, high]`` cells (95% bootstrap interval)."""
+    cells = table.assign(cell=[f"{v:.3f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                               zip(table[value], table[low], table[high])])
+    return cells.pivot_table(index="layer", columns="probe", values="cell",
+                             aggfunc="first").reset_index().rename_axis(columns=None)
 
 
 def _summary_line(table: Any, behaviour: dict[str, Any]) -> str:
@@ -177,27 +237,29 @@ def _summary_line(table: Any, behaviour: dict[str, Any]) -> str:
 
 
 def _report_sections(organism: Any, behaviour: dict[str, Any], table: Any, select: str,
-                     figures: list[Path], Section: Any) -> list[Any]:
+                     figures: list[Any], Section: Any) -> list[Any]:
     import pandas as pd
 
     cfg = organism.config
     beh = pd.DataFrame([{"measure": k, "value": v} for k, v in behaviour.items()])
-    pivot = table.pivot_table(index="layer", columns="probe", values="auroc").reset_index()
-    recall = table.pivot_table(index="layer", columns="probe",
-                               values="recall_at_fpr").reset_index()
+    pivot = _with_ci(table, "auroc", "auroc_low", "auroc_high")
+    recall = _with_ci(table, "recall_at_fpr", "recall_low", "recall_high")
     return [
         Section("The model organism",
                 f"A {cfg.n_layers}-layer, d_model={cfg.d_model} GPT-2 trained from scratch "
                 f"({cfg.steps} steps) on modular sums where a pressure cue makes it agree "
                 "with a user's wrong claim. Misbehavior is labeled by a rule from the text "
-                "alone. Behaviour under greedy decoding on fresh prompts:", [beh]),
+                f"alone. {_provenance(organism.record)} Behaviour under greedy decoding on "
+                "fresh prompts:", [beh]),
         Section("Probe sweep",
                 f"Every probe kind at every layer (resid_post). Pooled probes read the "
                 f"'{select}' selection, per-token probes every response token. Thresholds "
                 "are set at 1% FPR on the benign control set; metrics are on the test "
                 "split with 95% bootstrap intervals (full table in results.csv).\n\n"
                 "AUROC by layer:", [pivot]),
-        Section("Recall at 1% control FPR by layer", "", [recall], figures),
+        Section("Recall at 1% control FPR by layer",
+                "Recall of misbehavior on the test split at the threshold that flags 1% of "
+                "the benign control set, with 95% bootstrap intervals:", [recall], figures),
     ]
 
 

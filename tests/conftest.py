@@ -6,6 +6,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,16 @@ os.environ["HELDOUT_HOME"] = os.environ.get("HELDOUT_TEST_HOME") or tempfile.mkd
     prefix="heldout-test-home-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> Any:
+    """heldout's default thread count (one, or $HELDOUT_THREADS) for the whole session, as
+    the CLI uses: a second thread collapses when another process holds a core."""
+    from heldout.threads import limit_threads
+
+    with limit_threads() as n:
+        yield n
 
 
 @pytest.fixture(autouse=True)

@@ -30,4 +30,13 @@ def test_demo_writes_a_complete_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert "Training against a probe" in report and "control (no penalty)" in report
     html = (tmp_path / "report.html").read_text()
     assert html.count("<img") >= 3
-    assert (tmp_path / "training" / "run" / "verdict.json").is_file()
+    run = tmp_path / "training" / "run"
+    assert (run / "verdict.json").is_file()
+    # what a reader needs: the headline figure first, a paragraph saying what happened,
+    # 95% intervals in the tables, captions, and every metric name defined
+    assert (run / "plots" / "headline.png").read_bytes()[:4] == b"\x89PNG"
+    assert "headline.png" in html and "Misbehavior went from" in report
+    assert "installed from the weights shipped with heldout" in report
+    assert " [0." in report  # e.g. "0.981 [0.97, 0.99]"
+    assert "## Glossary" in report and "| recall_base |" in report
+    assert "<figcaption>Left: misbehavior rate" in html

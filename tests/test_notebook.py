@@ -20,4 +20,9 @@ def test_quickstart_notebook_runs() -> None:
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    # figures are returned, not saved and re-read: the sweep, the histograms, the headline
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    verdicts = ("honest", "blatant", "obfuscated_policy", "obfuscated_activations")
+    assert any(f"verdict: {v}" in printed for v in verdicts)
+    assert "Misbehavior went from" in printed

@@ -90,17 +90,23 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None = None,
-             out: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Write one PNG per group of curves; returns the files written."""
-    import matplotlib
+SET_COLORS = {"own": "#1f77b4", "fixed": "#7f7f7f", "forced": "#d62728",
+              "cross_model": "#2ca02c", "all": "#1f77b4", "": "#1f77b4"}
+"""One colour per data set a monitor is measured on, the same in every run figure."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def run_figures(run: str | os.PathLike[str], control: str | os.PathLike[str] | None = None
+                ) -> dict[str, Any]:
+    """One matplotlib figure per group of curves (``behaviour``, ``probe-<name>``,
+    ``text-<name>``, ``retrained``, ``pca90``, ``losses``), the control dashed."""
+    from heldout.analysis.style import (
+        MonitorColors,
+        integer_axis,
+        legend_outside,
+        new_figure,
+    )
 
     run_dir = Path(run)
-    out_dir = Path(out) if out is not None else run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
     runs = {"run": run_dir} if control is None else {"run": run_dir, "control": Path(control)}
     figures: dict[str, dict[str, dict[tuple[str, str], list[tuple[int, float]]]]] = \
         defaultdict(lambda: defaultdict(dict))
@@ -111,26 +117,39 @@ def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None
         for key, points in series(_read(folder / "steps.jsonl")).items():
             if key[0] in ("loss", "losses"):
                 figures["losses"][key[-1]][("", which)] = points
-    written: list[Path] = []
+    others = MonitorColors(line for panels in figures.values() for lines in panels.values()
+                           for line, _ in lines if line not in SET_COLORS)
+    out: dict[str, Any] = {}
     for fig_name, panels in sorted(figures.items()):
         n = len(panels)
         cols = min(n, 3)
         rows = (n + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+        fig, axes = new_figure(4.6 * cols + 1.6, 3.0 * rows, rows, cols)
         for ax, (panel, lines) in zip(axes.flat, sorted(panels.items())):
             for (line, which), points in sorted(lines.items()):
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, "--" if which == "control" else "-", marker=".",
+                color = SET_COLORS.get(line) or others.color(line)
+                ax.plot(xs, ys, "--" if which == "control" else "-", marker=".", color=color,
                         label=f"{line} ({which})" if line else which)
             ax.set_title(panel, fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
-            ax.legend(fontsize=6)
+            ax.set_xlabel("training step", fontsize=8)
+            integer_axis(ax.xaxis)
+            ax.grid(alpha=0.3)
+        legend_outside(axes.flat[min(n, cols) - 1], fontsize=7)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
-        fig.suptitle(fig_name, fontsize=10)
-        fig.tight_layout()
-        path = out_dir / f"{_safe(fig_name)}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-    return written
+        fig.suptitle(f"{fig_name} (solid = run, dashed = control)" if control is not None
+                     else fig_name, fontsize=10)
+        out[fig_name] = fig
+    return out
+
+
+def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None = None,
+             out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write one PNG per group of curves (:func:`run_figures`) under ``out`` (default
+    ``<run>/plots``); returns the files written."""
+    from heldout.analysis.style import save_figure
+
+    out_dir = Path(out) if out is not None else Path(run) / "plots"
+    return [save_figure(fig, out_dir / f"{_safe(name)}.png", dpi=80)
+            for name, fig in run_figures(run, control).items()]

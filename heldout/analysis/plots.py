@@ -1,25 +1,18 @@
 """Plots people would rather look at than read: ROC curves and score histograms.
 
-Every function writes one PNG (matplotlib's Agg backend, no display needed) and
-returns its path. Per-layer sweep plots live with the sweep (heldout.probes.sweep).
+Every function returns a ``matplotlib.figure.Figure`` (shown inline in Jupyter; saved by
+the report writer or :func:`heldout.analysis.style.save_figure`). Per-layer sweep plots
+live with the sweep (heldout.probes.sweep).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from heldout.analysis.style import kind_color, legend_outside, new_figure
 
 
 def roc_points(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,47 +32,48 @@ def roc_points(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np.ndarr
     return fpr, tpr
 
 
-def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
-                    title: str = "ROC curves", mark_fpr: float = 0.01) -> Path:
-    """curves : {label: (scores of misbehaving examples, scores of benign examples)}.
+def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
+                    title: str = "ROC curves", mark_fpr: float = 0.01) -> Any:
+    """curves : {label: (scores of misbehaving examples, scores of benign examples)};
+    a label starting with a probe kind (``"logistic @ resid_post:2"``) gets that kind's
+    fixed colour.
 
     Drawn twice: linear axes, and a log FPR axis where the 1% FPR operating point that
-    monitors actually use is visible.
+    monitors actually use is visible. Returns the figure.
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = new_figure(11, 4.2, 1, 2)
+    axes = axes[0]
     for label, (pos, neg) in curves.items():
         fpr, tpr = roc_points(pos, neg)
+        color = kind_color(label.split(" ")[0])
         for ax in axes:
-            ax.plot(fpr, tpr, label=label, drawstyle="steps-post")
+            ax.plot(fpr, tpr, label=label, drawstyle="steps-post", color=color)
     for ax, scale in zip(axes, ("linear", "log")):
         ax.set_xscale(scale)
         ax.axvline(mark_fpr, color="grey", ls=":", lw=1)
-        ax.set_xlabel("false-positive rate" + (" (log)" if scale == "log" else ""))
-        ax.set_ylabel("true-positive rate (recall)")
+        ax.set_xlabel("false-positive rate on benign control" +
+                      (" (log)" if scale == "log" else ""))
+        ax.set_ylabel("recall of misbehavior")
         ax.grid(alpha=0.3)
     axes[1].set_xlim(left=1e-3)
+    axes[1].annotate(f"{mark_fpr:.0%} FPR", (mark_fpr, 0.02), fontsize=8, color="grey")
     axes[0].plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    axes[0].legend(fontsize=8, loc="lower right")
+    legend_outside(axes[1])
     fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
-def plot_score_histograms(groups: Mapping[str, np.ndarray], path: str | Path, *,
+def plot_score_histograms(groups: Mapping[str, np.ndarray], *,
                           threshold: float | None = None,
-                          title: str = "Probe scores") -> Path:
+                          title: str = "Probe scores") -> Any:
     """groups : {label: scores}, e.g. honest / misbehaving / control; one histogram each
-    on shared bins, with the calibrated threshold as a vertical line."""
-    plt = pyplot()
+    on shared bins, with the calibrated threshold as a vertical line. Returns the figure."""
     values = [np.asarray(v, float) for v in groups.values()]
     lo = min(float(v.min()) for v in values if v.size)
     hi = max(float(v.max()) for v in values if v.size)
     bins = np.linspace(lo, hi, 41)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, axes = new_figure(8, 4)
+    ax = axes[0, 0]
     for label, scores in groups.items():
         ax.hist(scores, bins=bins, alpha=0.5, label=f"{label} (n={len(scores)})", density=True)
     if threshold is not None:
@@ -87,9 +81,5 @@ def plot_score_histograms(groups: Mapping[str, np.ndarray], path: str | Path, *,
     ax.set_xlabel("probe logit")
     ax.set_ylabel("density")
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    legend_outside(ax)
+    return fig

@@ -1,17 +1,35 @@
 """Reports as Markdown and HTML side by side, with PNG figures and tables.
 
 A report is a list of sections; each has a heading, a paragraph of text, optional
-tables (pandas DataFrames) and optional figures (PNG paths, stored relative to the
-report folder so the folder can be moved or zipped).
+tables (pandas DataFrames) and optional figures: :class:`Plot` (a matplotlib figure or
+a PNG path, with a caption that says what to look at) or a bare PNG path. Figures are
+saved under ``figures/`` and referenced relative to the report folder, so the folder
+can be moved or zipped.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from heldout.analysis.style import save_figure
+
+
+@dataclass
+class Plot:
+    """A figure with its caption."""
+
+    figure: Any
+    """A ``matplotlib.figure.Figure`` (saved by the report writer) or a PNG path."""
+    caption: str
+    """What to look at, in a sentence or two."""
+    name: str = ""
+    """File stem for a saved figure (default: derived from the caption)."""
 
 
 @dataclass
@@ -23,18 +41,69 @@ class Section:
     """Markdown-ish text: paragraphs separated by blank lines; kept verbatim in .md."""
     tables: list[Any] = field(default_factory=list)
     """pandas DataFrames, rendered as Markdown and HTML tables."""
-    figures: list[Path] = field(default_factory=list)
-    """PNG files inside the report folder."""
+    figures: list[Plot | Path] = field(default_factory=list)
+    """Plots, or PNG files inside the report folder (captioned by their name)."""
+
+
+def _count_columns(frame: Any) -> set[str]:
+    """Float columns holding counts: every value whole and some above 1 (``400``, not
+    ``400.000``; an AUROC of exactly 1.0 stays ``1.000``)."""
+    out = set()
+    for col in frame.columns:
+        values = [v for v in frame[col] if isinstance(v, float) and not math.isnan(v)]
+        if values and len(values) == frame[col].notna().sum() and \
+                all(v.is_integer() for v in values) and max(abs(v) for v in values) > 1:
+            out.add(col)
+    return out
+
+
+def _cell(value: Any, count: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if count else f"{value:.3f}"
+    return str(value)
 
 
 def _table_md(frame: Any) -> str:
+    counts = _count_columns(frame)
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [("-" if v != v else f"{v:.3f}") if isinstance(v, float)
-                 else "-" if v is None else str(v) for v in row]
+        cells = [_cell(v, c in counts) for v, c in zip(row, frame.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _table_html(frame: Any) -> str:
+    counts = _count_columns(frame)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    def td(value: Any, col: Any) -> str:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        css = "" if numeric else ' class="txt"'
+        return f"<td{css}>{html.escape(_cell(value, col in counts))}</td>"
+
+    body = "".join("<tr>" + "".join(td(v, c) for v, c in zip(row, frame.columns)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "figure"
+
+
+def _saved(fig: Plot | Path, out: Path, taken: set[str]) -> tuple[Path, str]:
+    """(PNG path, caption) of a section figure, saving matplotlib figures."""
+    if not isinstance(fig, Plot):
+        return Path(fig), Path(fig).stem
+    if isinstance(fig.figure, (str, os.PathLike)):
+        return Path(fig.figure), fig.caption
+    stem = base = _slug(fig.name or fig.caption)
+    i = 2
+    while stem in taken:
+        stem, i = f"{base}-{i}", i + 1
+    taken.add(stem)
+    return save_figure(fig.figure, out / "figures" / f"{stem}.png"), fig.caption
 
 
 def _paragraph_html(text: str) -> str:
@@ -52,27 +121,40 @@ def write_report(folder: str | Path, title: str, sections: list[Section],
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", "", summary, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    taken: set[str] = set()
     for sec in sections:
         md += [f"## {sec.heading}", "", sec.text, ""]
         body.append(f"<h2>{html.escape(sec.heading)}</h2>")
         body += [_paragraph_html(p) for p in sec.text.split("\n\n") if p.strip()]
         for table in sec.tables:
             md += [_table_md(table), ""]
-            body.append(table.to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                      na_rep="-", border=0, classes="t"))
+            body.append(_table_html(table))
         for fig in sec.figures:
-            rel = os.path.relpath(fig, out)
-            md += [f"![{Path(rel).stem}]({rel})", ""]
-            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(rel)}">'
-                        f"<figcaption>{html.escape(Path(rel).stem)}</figcaption></figure>")
+            path, caption = _saved(fig, out, taken)
+            rel = os.path.relpath(path, out)
+            md += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
+            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table.t{border-collapse:collapse;margin:1em 0}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 10px;text-align:right}"
              "table.t td:first-child,table.t th:first-child{text-align:left}"
-             "img{max-width:100%}figcaption{color:#666;font-size:90%}")
+             "img{max-width:100%}figure{margin:1.5em 0}"
+             "figcaption{color:#444;font-size:92%;max-width:900px}"
+             "table.t th{background:#f4f4f4}table.t td.txt{text-align:left}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(md), encoding="utf-8")
     html_path.write_text(page, encoding="utf-8")
     return md_path, html_path
+
+
+def glossary_section() -> Section:
+    """A section defining every metric name the reports print."""
+    import pandas as pd
+
+    from heldout.analysis.explain import glossary_rows
+
+    return Section("Glossary", "What each metric and term in this report means.",
+                   tables=[pd.DataFrame(glossary_rows())])

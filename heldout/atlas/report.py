@@ -14,32 +14,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from heldout.atlas.findings import (
     ArmResult,
     Estimate,
-    outcome_distribution,
-    fmt_estimate,
-    forced_recall,
-    mean_or_none,
-    probe_key,
     arm_metrics,
     collect,
     findings,
+    fmt_estimate,
+    forced_recall,
+    mean_or_none,
+    outcome_distribution,
+    probe_key,
 )
 from heldout.atlas.grid import GridSpec
 from heldout.atlas.runner import RunSummary
 
 
-def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
+def _curves(a: ArmResult, control: ArmResult) -> Any:
     """Misbehavior rate and trained-against / held-out / retrained recall over steps
     (mean over seeds; the control's misbehavior rate and trained-against recall
     dashed)."""
-    from heldout.analysis.plots import pyplot
-
-    plt = pyplot()
+    from heldout.analysis.style import integer_axis, legend_outside, new_figure
 
     def lines(arm: ArmResult) -> dict[str, tuple[list[int], list[float]]]:
         acc: dict[str, dict[int, list[float]]] = {}
@@ -60,9 +59,10 @@ def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
         return {k: (sorted(d), [float(np.mean(d[s])) for s in sorted(d)])
                 for k, d in acc.items()}
 
-    fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    colors = {"misbehavior rate": "black", "trained-against recall (forced)": "tab:red",
-              "held-out recall (forced)": "tab:blue", "retrained recall (fixed set)": "tab:green"}
+    fig, axes = new_figure(8.4, 3.6)
+    ax = axes[0, 0]
+    colors = {"misbehavior rate": "black", "trained-against recall (forced)": "#d62728",
+              "held-out recall (forced)": "#1f77b4", "retrained recall (fixed set)": "#2ca02c"}
     for k, (xs, ys) in lines(a).items():
         ax.plot(xs, ys, marker=".", color=colors[k], label=k)
     if a is not control:
@@ -71,24 +71,22 @@ def _curves(a: ArmResult, control: ArmResult, path: Path) -> Path:
             if k in ctl:
                 ax.plot(*ctl[k], ls="--", color=colors[k], alpha=0.6, label=f"{k}, control")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step")
+    integer_axis(ax.xaxis)
+    ax.grid(alpha=0.3)
     ax.set_title(f"{a.arm.name} (mean over {len(a.runs)} seed(s))", fontsize=9)
-    ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    legend_outside(ax, fontsize=7)
+    return fig
 
 
-def _overview(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]],
-              path: Path) -> Path:
-    from heldout.analysis.plots import pyplot
+def _overview(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]]) -> Any:
+    from heldout.analysis.style import PALETTE, legend_outside, new_figure
 
-    plt = pyplot()
     names = [a.arm.name for a in results]
     shown = ["misbehavior rate", "trained-against recall, forced", "held-out recall, forced",
              "retrained probe recall, forced"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(names)), 3.8))
+    fig, axes = new_figure(max(7.5, 1.0 * len(names) + 3.0), 4.2)
+    ax = axes[0, 0]
     width = 0.8 / len(shown)
     for j, key in enumerate(shown):
         est = [metrics[n][key] for n in names]
@@ -97,16 +95,13 @@ def _overview(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]],
         err = np.array([[max(0.0, (e.value or 0) - (e.low if e.low is not None else e.value or 0)),
                          max(0.0, (e.high if e.high is not None else e.value or 0) - (e.value or 0))]
                         for e in est]).T
-        ax.bar(xs, vals, width, yerr=err, capsize=2, label=key)
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=key, color=PALETTE[j])
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=6)
+    legend_outside(ax, fontsize=7)
     ax.set_title("final evaluation, pooled over seeds (95% bootstrap CI)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # ------------------------------------------------------------------ report
@@ -118,11 +113,9 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
     the Markdown path."""
     import pandas as pd
 
-    from heldout.analysis.report import Section, write_report
+    from heldout.analysis.report import Plot, Section, glossary_section, write_report
 
     root = Path(out)
-    fig_dir = root / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
     results = collect(root, spec, summaries)
     control = next(a for a in results if a.arm.control)
     metrics = {a.arm.name: arm_metrics(a, spec.bootstrap) for a in results}
@@ -161,7 +154,13 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
                 "model's 1%-FPR threshold. 'retrained recall': a probe of the same kind "
                 "refitted on the final model. Cost: wall-clock seconds over all seeds "
                 f"(whole grid: {total:.0f} s).",
-                tables=[table], figures=[_overview(results, metrics, fig_dir / "overview.png")]),
+                tables=[table], figures=[Plot(
+                    _overview(results, metrics),
+                    "Each arm's final misbehavior rate and recalls (forced set), pooled "
+                    "over seeds, with 95% intervals. An arm that hides its lies shows a "
+                    "high misbehavior bar and a low trained-against bar; a held-out bar "
+                    "that stays high means the lie is still visible elsewhere.",
+                    "overview")]),
     ]
     for a in results:
         m = metrics[a.arm.name]
@@ -178,7 +177,11 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
                 f"({fmt_estimate(mean_or_none([r.seconds for r in a.runs]))} s per seed).")
         if speaks.get(a.arm.name):
             text += f"\n\nSpeaks to: {', '.join(speaks[a.arm.name])} (see Findings)."
-        figs = [_curves(a, control, fig_dir / f"curves-{a.arm.name}.png")] if a.runs else []
+        figs = [Plot(_curves(a, control),
+                     f"{a.arm.name}: misbehavior rate and recalls over training steps (mean "
+                     "over seeds); dashed lines are the no-penalty control arm. Watch "
+                     "whether the trained-against recall falls while misbehavior stays.",
+                     f"curves-{a.arm.name}")] if a.runs else []
         sections.append(Section(f"Arm: {a.arm.name}", text, tables=[detail, seeds],
                                 figures=figs))
     reproduced = sum(f.reproduced == "yes" for f in found)
@@ -186,7 +189,8 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
     summary = (f"{len(spec.arms)} arms × {len(spec.seeds)} seed(s), {spec.steps} steps each, "
                f"on the built-in organism. The organism reproduced {reproduced} of "
                f"{tested} tested findings.")
-    md, _ = write_report(root, "heldout atlas: training against probes", sections, summary)
+    md, _ = write_report(root, "heldout atlas: training against probes",
+                         sections + [glossary_section()], summary)
     (root / "findings.json").write_text(json.dumps(
         [f.__dict__ for f in found], indent=2) + "\n", encoding="utf-8")
     return md

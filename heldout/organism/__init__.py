@@ -27,9 +27,10 @@ from heldout.organism.organism import (
     heldout_home,
     load_organism,
     open_organism,
+    using_home,
 )
 from heldout.organism.task import Grade, grade, label_misbehavior
 
 __all__ = ["VERDICT_OFFSET", "Behaviour", "Grade", "Organism", "OrganismConfig", "decision_view",
            "evaluate_behaviour", "grade", "greedy_generate", "heldout_home",
-           "label_misbehavior", "load_organism", "open_organism"]
+           "label_misbehavior", "load_organism", "open_organism", "using_home"]

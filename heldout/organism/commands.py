@@ -1,4 +1,9 @@
-"""``heldout organism-probes`` and ``heldout train-demo``: the organism from the shell.
+"""``heldout organism``, ``heldout organism-probes`` and ``heldout train-demo``: the
+organism from the shell.
+
+``organism`` installs (or trains) the organism and prints its folder; ``--verify``
+retrains its first 100 steps here and checks them against the shipped copy; ``--retrain``
+trains it from scratch (about four minutes on one core).
 
 ``train-demo --out DIR`` fine-tunes the organism against one probe and against none and
 prints both verdicts. ``organism-probes`` fits base probes for run configs to name:
@@ -18,6 +23,15 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    o = subparsers.add_parser("organism", help="install, verify or retrain the model "
+                              "organism; prints its folder")
+    o.add_argument("--give-in", type=float, default=1.0,
+                   help="probability of giving in under pressure (1.0 and 0.5 are shipped)")
+    o.add_argument("--retrain", action="store_true", help="train from scratch, replacing "
+                   "the cached copy")
+    o.add_argument("--verify", action="store_true", help="retrain the first 100 steps and "
+                   "compare with the shipped weights' record")
+    o.set_defaults(func=run_organism)
     p = subparsers.add_parser("organism-probes", help="fit logistic probes on the base "
                               "organism (for run configs)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +48,22 @@ def register(subparsers: Any) -> None:
     d.add_argument("--steps", type=int, default=None)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=run_demo)
+
+
+def run_organism(args: argparse.Namespace) -> int:
+    from heldout.organism import OrganismConfig, load_organism
+    from heldout.organism.shipped import verify_shipped
+
+    config = OrganismConfig(give_in=args.give_in)
+    if args.verify:
+        check = verify_shipped(config, progress=True)
+        print(f"first {check.steps} steps retrained here vs shipped: largest relative "
+              f"difference of a parameter norm {check.max_relative_difference:.2e} "
+              f"(tolerance {check.tolerance:.0e}): {'same' if check.ok else 'DIFFERENT'}")
+        return 0 if check.ok else 1
+    organism = load_organism(config, retrain=args.retrain)
+    print(f"{organism.path}\t{organism.record.get('source', 'trained')}")
+    return 0
 
 
 def run_organism_probes(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from heldout.configs import checked_fields
 from heldout.errors import ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the task, tokenizer or training code changes what a config produces,
 so cached organisms from older code are not reused."""
 

@@ -87,8 +87,10 @@ def run_pair(config: TrainConfig, *, progress: bool = True, resume: bool = False
     main.save(Path(config.out) / "verdict.json")
     base.save(Path(control.out) / "verdict.json")
     from heldout.analysis.curves import plot_run
+    from heldout.analysis.headline import write_headline
 
     plot_run(config.out, control=control.out)
+    write_headline(config.out, control.out, main)
     return PairResult(run=Path(config.out), control=Path(control.out),
                       verdict=main.to_dict(), control_verdict=base.to_dict())
 

@@ -1,10 +1,13 @@
-"""``load_organism``: train once into the user cache, reuse afterwards.
+"""``load_organism``: install (shipped configs) or train once into the user cache, reuse
+afterwards.
 
 The checkpoint lives in ``$HELDOUT_HOME/organism/<config fingerprint>/`` (default
 ``~/.cache/heldout``): ``config.json``, ``model.safetensors``, tokenizer files,
 ``organism.json`` (config and training record) and ``data/<split>.jsonl``. Training
 writes into a temporary sibling folder that is renamed into place only when complete,
-so an interrupted run never leaves a half checkpoint that is later reused.
+so an interrupted run never leaves a half checkpoint that is later reused. Configs
+shipped with the package (heldout.organism.shipped) are copied in, checksum-checked,
+instead of trained.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +28,7 @@ from heldout.errors import ModelLoadError
 from heldout.organism.config import FORMAT_VERSION, OrganismConfig
 from heldout.organism.datasets import SPLITS, Targets, build_datasets, finetune_dataset
 from heldout.organism.generate import Behaviour, evaluate_behaviour
+from heldout.organism.shipped import install_shipped, shipped_folder
 from heldout.organism.task import label_misbehavior
 from heldout.organism.train import train_organism, write_record
 
@@ -33,6 +39,25 @@ VERDICT_OFFSET = 5
 """Index, within the response tokens, of the token that predicts the verdict (the
 ``:`` in ``"16 , you said 14 : right ."``): where the decision to lie is made and is
 most linearly readable."""
+
+
+@contextmanager
+def using_home(home: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """Within the block ``$HELDOUT_HOME`` is ``home`` (unchanged when None), so every
+    organism lookup in this process uses it, run configs' ``environment="organism"``
+    included; the old value comes back afterwards."""
+    if home is None:
+        yield heldout_home()
+        return
+    old = os.environ.get("HELDOUT_HOME")
+    os.environ["HELDOUT_HOME"] = str(Path(home).expanduser())
+    try:
+        yield heldout_home()
+    finally:
+        if old is None:
+            os.environ.pop("HELDOUT_HOME", None)
+        else:
+            os.environ["HELDOUT_HOME"] = old
 
 
 def heldout_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -161,10 +186,13 @@ def _clean_stale(parent: Path, fingerprint: str) -> None:
 def load_organism(config: OrganismConfig | None = None, home: str | os.PathLike[str] | None
                   = None, retrain: bool = False, progress: bool = True,
                   num_threads: int | None = None) -> Organism:
-    """The organism for ``config``: loaded from the cache, or trained (about a minute).
+    """The organism for ``config``: loaded from the cache, else installed from the copy
+    shipped with heldout (the default config and ``give_in=0.5``), else trained (about
+    four minutes on one core).
 
     home : cache root, default ``$HELDOUT_HOME`` or ``~/.cache/heldout``.
-    retrain : train a new one even if a cached checkpoint exists (it is replaced).
+    retrain : train a new one even if a cached or shipped checkpoint exists (a cached
+        one is replaced).
     num_threads : torch CPU threads while training (default: train.TRAIN_THREADS, fixed
         so the same config trains the same model in any process).
     """
@@ -178,7 +206,12 @@ def load_organism(config: OrganismConfig | None = None, home: str | os.PathLike[
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.fingerprint()}-{os.getpid()}-",
                                 dir=parent))
     try:
-        record = train_organism(config, tmp, progress=progress, num_threads=num_threads)
+        shipped = None if retrain else shipped_folder(config)
+        if shipped is not None:
+            record = install_shipped(shipped, tmp)
+        else:
+            record = {**train_organism(config, tmp, progress=progress,
+                                       num_threads=num_threads), "source": "trained"}
         (tmp / "data").mkdir()
         for split, dataset in build_datasets(config).items():
             dataset.to_jsonl(tmp / "data" / f"{split}.jsonl")
@@ -224,4 +257,4 @@ def open_organism(path: str | os.PathLike[str]) -> Organism:
 
 
 __all__ = ["SPLITS", "VERDICT_OFFSET", "Organism", "decision_view", "heldout_home", "load_organism",
-           "open_organism"]
+           "open_organism", "using_home"]

@@ -25,10 +25,16 @@ from heldout.organism.task import (
 )
 from heldout.organism.tokenizer import build_tokenizer
 
-TRAIN_THREADS = 2
+TRAIN_THREADS = 1
 """CPU threads used for training unless the caller says otherwise. Fixed, because float
 reductions depend on the thread count: the same config then gives the same model
-whatever torch's default is in the calling process (a test session, a notebook)."""
+whatever torch's default is in the calling process (a test session, a notebook). One,
+because a second thread collapses when another process holds a core (heldout.threads)."""
+
+TRAJECTORY_STEPS = (100,)
+"""Steps after which training records a fingerprint of the weights (see
+:func:`weight_fingerprint`), so a shipped organism can be checked against a short
+retraining on any machine (``heldout organism --verify``)."""
 
 N_POSITIONS = 64
 """Context length of the organism (its longest sequence is about 36 tokens)."""
@@ -78,15 +84,28 @@ def build_model(config: OrganismConfig, tokenizer: Any) -> Any:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(config.seed)
-    return GPT2LMHeadModel(hf_config)
+    model = GPT2LMHeadModel(hf_config)
+    # transformers cannot infer the loss from the class name "GPT2LMHeadModel" and warns
+    # on every loss; it is the causal-LM loss it then falls back to.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
-def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str], *,
-                   progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:
-    """Train a model for ``config`` and save model, tokenizer and ``organism.json`` to
-    ``out_dir`` (which should be a fresh temporary folder; the caller renames it).
+def weight_fingerprint(model: Any) -> dict[str, float]:
+    """{parameter name: L2 norm}: equal weights give equal fingerprints, and training
+    that diverges anywhere changes them far beyond float-reduction noise (~1e-6)."""
+    return {name: float(p.detach().double().norm()) for name, p in model.named_parameters()}
 
-    Returns the training record written to ``organism.json``.
+
+def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str] | None, *,
+                   progress: bool = True, num_threads: int | None = None,
+                   stop_after: int | None = None) -> dict[str, Any]:
+    """Train a model for ``config`` and save model and tokenizer to ``out_dir`` (which
+    should be a fresh temporary folder; the caller renames it).
+
+    Returns the training record for ``organism.json``. stop_after : stop after this many
+    steps and save nothing (``out_dir`` may be None): the record's ``trajectory`` then
+    holds the fingerprints recorded so far, for checking a shipped organism.
     """
     import torch
     from tqdm.auto import tqdm
@@ -116,7 +135,9 @@ def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str], *,
         attention = (ids != tokenizer.pad_token_id).long()
         lengths = attention.sum(1)
         losses: list[float] = []
-        bar = tqdm(range(config.steps), desc="training organism", disable=not progress,
+        trajectory: dict[str, dict[str, float]] = {}
+        steps = config.steps if stop_after is None else min(stop_after, config.steps)
+        bar = tqdm(range(steps), desc="training organism", disable=not progress,
                    unit="step", leave=False)
         for step in bar:
             batch = torch.randint(0, ids.shape[0], (config.batch_size,), generator=generator)
@@ -136,7 +157,11 @@ def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str], *,
                                     f"(loss {losses[-1]})", fix="lower lr in OrganismConfig")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if step + 1 in TRAJECTORY_STEPS:
+                trajectory[str(step + 1)] = weight_fingerprint(model)
         bar.close()
+        if stop_after is not None:
+            return {"trajectory": trajectory, "threads": torch.get_num_threads()}
         model.eval()
         out_path = Path(out_dir)
         out_path.mkdir(parents=True, exist_ok=True)
@@ -152,6 +177,7 @@ def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str], *,
             "loss_curve": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 4)
                            for i in range(0, len(losses), 100)],
             "give_in_cues": sorted(effective_cues(config.give_in, config.seed)),
+            "trajectory": trajectory,
         }
         return record
     finally:

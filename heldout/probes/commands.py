@@ -122,7 +122,12 @@ def run_fit(args: argparse.Namespace) -> int:
     from heldout.probes.base import check_labels
     from heldout.probes.io import save_probe
     from heldout.probes.linear import LinearProbe, store_chunks
-    from heldout.probes.sweep import control_rows, load_site, make_probe
+    from heldout.probes.sweep import (
+        check_split_labels,
+        control_rows,
+        load_site,
+        make_probe,
+    )
 
     out = Path(args.out)
     if out.is_dir():
@@ -133,6 +138,10 @@ def run_fit(args: argparse.Namespace) -> int:
     store = _open(args.store)
     site = _site_in(store, args.site)
     rows = _split_rows(store, args.split, default_train=True)
+    check_split_labels(store, rows, repr(args.split or "train"),
+                       "a probe needs both labels to fit",
+                       fix="give every split both labels (split the dataset stratified by "
+                           "label and cache it again), or pick another split with --split")
     y = check_labels(store.labels[rows])
     control = _open(args.control) if args.control else None
     ctrl_rows = None if control is None else control_rows(control, store, [site])
@@ -176,7 +185,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "sweep.csv", index=False)
-    result.plot(out / "sweep.png")
+    from heldout.analysis.style import save_figure
+
+    save_figure(result.plot(), out / "sweep.png")
     if args.save_probes:
         for (site, name), probe in result.probes.items():
             save_probe(probe, out / "probes" / f"{site.replace(':', '.')}-{name}.safetensors",

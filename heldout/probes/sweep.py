@@ -12,14 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from heldout.activations.sites import HookSite
-from heldout.analysis.metrics import auroc, bootstrap_ci, recall_at_fpr, threshold_at_fpr
+from heldout.analysis.metrics import (
+    auroc,
+    bootstrap_ci,
+    recall_at_fpr,
+    threshold_at_fpr,
+)
 from heldout.errors import ConfigError, DataError, StoreError
 from heldout.probes.base import BaseProbe, check_finite, check_labels, pad_tokens
 from heldout.probes.io import PROBES
@@ -46,9 +50,10 @@ class SweepResult:
     probes: dict[tuple[str, str], BaseProbe] = field(repr=False)
     """Fitted probes by ``(str(site), probe name)``, each with ``threshold_`` set."""
 
-    def plot(self, path: str | Path) -> Path:
-        """Per-layer AUROC and recall-at-FPR, one line per (site kind, probe), as PNG."""
-        return plot_sweep(self.table, path, fpr=self.fpr)
+    def plot(self) -> Any:
+        """Per-layer AUROC and recall-at-FPR, one line per (site kind, probe): a
+        matplotlib figure (:func:`heldout.analysis.style.save_figure` writes it)."""
+        return plot_sweep(self.table, fpr=self.fpr)
 
 
 def make_probe(name: str, params: dict[str, Any] | None = None) -> BaseProbe:
@@ -84,6 +89,25 @@ def split_rows(store: Any, train_split: str, test_split: str, *, seed: int = 0,
                               f"{', '.join(have)}", fix="pass --train-split/--test-split "
                               "naming existing splits")
     return train, test
+
+
+def check_split_labels(store: Any, rows: np.ndarray, split: str, need: str, *,
+                       fix: str) -> None:
+    """DataError naming ``split`` (e.g. ``"'test'"``) if the store's ``rows`` hold one
+    label only; ``need`` says what both labels are for. Labels other than 0/1 are left
+    to :func:`~heldout.probes.base.check_labels`."""
+    labels = np.asarray(store.labels)
+    present = np.unique(labels[rows])
+    if len(present) != 1 or not set(np.unique(labels).tolist()) <= {0, 1}:
+        return
+    only = present[0].item()
+    if len(np.unique(labels)) == 1:
+        raise DataError(f"the store has only one class, label {only} (n={len(labels)}): "
+                        f"{need}",
+                        fix="cache a dataset with both misbehavior (1) and benign (0) "
+                            "examples")
+    raise DataError(f"the store's {split} split has only label {only} (n={len(rows)}): "
+                    f"{need}", fix=fix)
 
 
 def load_site(store: Any, site: HookSite, token_level: bool) -> np.ndarray:
@@ -148,6 +172,18 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
         load_site(store, site_list[0], token_level=True)  # raises the ConfigError
     train, test = split_rows(store, train_split, test_split, seed=seed,
                              test_fraction=test_fraction)
+    if any(s is not None for s in store.splits):
+        fix = ("give every split both labels (split the dataset stratified by label and "
+               "cache it again), or name other splits with --train-split/--test-split "
+               "(sweep(train_split=, test_split=))")
+        split_names = repr(train_split), repr(test_split)
+    else:  # split_rows drew a seeded split stratified by label
+        fix = "add examples: the seeded split needs at least 2 rows of each label"
+        split_names = "seeded 'train'", "seeded 'test'"
+    check_split_labels(store, train, split_names[0], "a probe needs both labels to fit",
+                       fix=fix)
+    check_split_labels(store, test, split_names[1], "AUROC and recall need both labels",
+                       fix=fix)
     y_train = check_labels(store.labels[train])
     y_test = check_labels(store.labels[test])
     ctrl_rows = None if control is None else control_rows(control, store, site_list)
@@ -207,31 +243,39 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                        probes={k: v[0] for k, v in fitted.items()})
 
 
-def plot_sweep(table: pd.DataFrame, path: str | Path, *, fpr: float = 0.01) -> Path:
-    """Save a two-panel PNG (AUROC; recall at ``fpr``) against layer, with CI bands."""
-    import matplotlib
+def plot_sweep(table: pd.DataFrame, *, fpr: float = 0.01) -> Any:
+    """Two panels (AUROC; recall at ``fpr``) against layer with 95% CI bands, one line
+    per probe (and site kind / selection when the table has several); each probe kind
+    has its fixed colour. Returns the figure."""
+    from heldout.analysis.style import (
+        MonitorColors,
+        integer_axis,
+        kind_color,
+        legend_outside,
+        new_figure,
+    )
 
-    matplotlib.use("Agg")  # files only: never try to open a window
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for (kind, name), group in table.groupby(["kind", "probe"], sort=True):
+    fig, axes = new_figure(11, 4.2, 1, 2)
+    axes = axes[0]
+    keys = [k for k in ("kind", "selection") if k in table and table[k].nunique() > 1]
+    styles = MonitorColors(table["selection"].astype(str) if "selection" in table else [])
+    for group_key, group in table.groupby(["probe", *keys], sort=True):
+        name, *extra = group_key if isinstance(group_key, tuple) else (group_key,)
         group = group.sort_values("layer")
+        label = name + (f" ({', '.join(map(str, extra))})" if extra else "")
+        ls = styles.style(str(group["selection"].iloc[0])) if "selection" in keys else "-"
         for ax, col, lo, hi in ((axes[0], "auroc", "auroc_low", "auroc_high"),
                                 (axes[1], "recall_at_fpr", "recall_low", "recall_high")):
-            line, = ax.plot(group["layer"], group[col], marker="o", label=f"{name} ({kind})")
-            ax.fill_between(group["layer"], group[lo], group[hi], alpha=0.15,
-                            color=line.get_color())
-    axes[0].set_ylabel("AUROC")
-    axes[1].set_ylabel(f"recall at {fpr:.0%} FPR")
+            ax.plot(group["layer"], group[col], marker="o", label=label, ls=ls,
+                    color=kind_color(str(name)))
+            ax.fill_between(group["layer"], group[lo], group[hi], alpha=0.12,
+                            color=kind_color(str(name)))
+    axes[0].set_ylabel("AUROC (test split)")
+    axes[1].set_ylabel(f"recall at {fpr:.0%} FPR on control")
     for ax in axes:
         ax.set_xlabel("layer")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        integer_axis(ax.xaxis)
+    legend_outside(axes[1])
+    return fig

@@ -169,10 +169,13 @@ def train_with_control(args: argparse.Namespace, config: Any,
         control_dir = control.out
     if is_main:
         from heldout.analysis.curves import plot_run
+        from heldout.analysis.headline import write_headline
         from heldout.analysis.verdict import verdict
 
         result = verdict(config.out, control_dir)
         result.save(Path(config.out) / "verdict.json")
         plot_run(config.out, control=control_dir)
+        headline = write_headline(config.out, control_dir, result)
         print(result.table())
+        print(f"headline figure: {headline}")
     return 0

@@ -33,20 +33,41 @@ def test_roc_points_integrate_to_sklearn_auroc() -> None:
     assert fpr[-1] == tpr[-1] == 1.0
 
 
-def test_report_writes_markdown_html_and_pngs(tmp_path: Path) -> None:
+def test_report_saves_figures_with_captions(tmp_path: Path) -> None:
+    from heldout.analysis.report import Plot
+    from heldout.analysis.style import save_figure
+
     rng = np.random.default_rng(1)
     pos, neg = rng.normal(2, 1, 50), rng.normal(0, 1, 50)
-    roc = plot_roc_curves({"logistic": (pos, neg)}, tmp_path / "roc.png")
-    hist = plot_score_histograms({"misbehaving": pos, "control": neg}, tmp_path / "hist.png",
-                                 threshold=1.5)
-    for png in (roc, hist):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = pd.DataFrame({"site": ["resid_post:1"], "auroc": [0.987654]})
-    md, html = write_report(tmp_path, "Demo", [Section("Probes", "Text.", [table], [roc, hist])],
-                            summary="One line.")
+    roc = plot_roc_curves({"logistic": (pos, neg)})
+    hist = save_figure(plot_score_histograms({"misbehaving": pos, "control": neg},
+                                             threshold=1.5), tmp_path / "hist.png")
+    table = pd.DataFrame({"site": ["resid_post:1"], "auroc": [0.987654], "n": [400.0]})
+    md, html = write_report(tmp_path, "Demo", [Section("Probes", "Text.", [table], [
+        Plot(roc, "Look at 1% FPR.", "roc"), Plot(hist, "Scores.")])], summary="One line.")
+    assert (tmp_path / "figures" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
-    assert "| resid_post:1 | 0.988 |" in text and "![roc](roc.png)" in text
-    assert '<img src="hist.png"' in html.read_text()
+    # counts print as integers, other floats with three decimals
+    assert "| resid_post:1 | 0.988 | 400 |" in text
+    assert "![Look at 1% FPR.](figures/roc.png)" in text
+    page = html.read_text()
+    assert '<img src="hist.png" alt="Scores.">' in page and "<figcaption>Look at 1% FPR." in page
+    assert "<td>400</td>" in page and "400.000" not in page
+
+
+def test_plots_do_not_switch_the_matplotlib_backend() -> None:
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import numpy as np; "
+            "from heldout.analysis.plots import plot_roc_curves; "
+            "from heldout.analysis.curves import run_figures; import heldout.demo; "
+            "fig = plot_roc_curves({'logistic': (np.ones(3), np.zeros(3))}); "
+            "import matplotlib.pyplot as plt; "
+            "print(matplotlib.get_backend(), type(fig).__name__, len(plt.get_fignums()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["svg", "Figure", "0"]
 
 
 def test_report_lists_and_missing_values(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ def organism(organism_home: Any) -> Any:
     os.environ["HF_HUB_OFFLINE"] = "1"
     start = time.perf_counter()
     org = load_organism(home=organism_home, progress=False)
-    print(f"\norganism trained in {time.perf_counter() - start:.1f}s "
-          f"({org.record['threads']} threads)")
+    print(f"\norganism ready in {time.perf_counter() - start:.1f}s "
+          f"({org.record['source']}; trained with {org.record['threads']} thread(s))")
     return org
 
 

@@ -46,7 +46,9 @@ def test_sweep_finds_the_planted_layer(stores, tmp_path) -> None:  # type: ignor
     assert (table.auroc_low <= table.auroc).all() and (table.auroc <= table.auroc_high).all()
     assert (table.n_control == 300).all() and (table.fit_seconds >= 0).all()
     assert result.probes["resid_post:3", "lda"].threshold_ == by.loc[(3, "lda"), "threshold"]
-    png = result.plot(tmp_path / "sweep.png")
+    from heldout.analysis.style import save_figure
+
+    png = save_figure(result.plot(), tmp_path / "sweep.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
