@@ -10,14 +10,16 @@ pytestmark = pytest.mark.slow
 
 
 def test_penalized_probe_goes_blind_while_the_lie_persists(tmp_path: Path) -> None:
-    import torch
-
     from heldout.organism import VERDICT_OFFSET
-    from heldout.organism.experiment import DECISION, demo_config, fit_organism_probes, run_pair
+    from heldout.organism.experiment import (
+        DECISION,
+        demo_config,
+        fit_organism_probes,
+        run_pair,
+    )
 
     assert DECISION == f"token:{VERDICT_OFFSET}"
 
-    torch.set_num_threads(2)
     files = fit_organism_probes(tmp_path / "probes", ["resid_post:1", "resid_post:2"],
                                 selections=(DECISION, "last"))
     config = demo_config(tmp_path / "run", files, steps=100, eval_every=50).replace(n_eval=200)

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import norm
-
-# The probe tests use tiny tensors: one thread avoids OpenMP spin-waits that make
-# them several times slower on a shared 2-core machine.
-torch.set_num_threads(1)
 
 
 def planted_linear(n: int, d: int = 16, shift: float = 1.0, seed: int = 0
