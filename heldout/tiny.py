@@ -69,17 +69,59 @@ def write_tiny_checkpoint(path: str | os.PathLike[str], *, arch: str = "gpt2",
     return folder
 
 
-def write_example_dataset(path: str | os.PathLike[str], n: int = 64, seed: int = 0) -> Path:
-    """A small chat JSONL dataset in the tiny tokenizer's vocabulary (labels alternate)."""
+def write_example_dataset(path: str | os.PathLike[str], n: int = 64, seed: int = 0, *,
+                          test_fraction: float = 0.25) -> Path:
+    """A small chat JSONL dataset in the tiny tokenizer's vocabulary (labels alternate).
+
+    Rows carry a ``train``/``test`` split, drawn per label (stratified, seeded by
+    ``seed``) so that both splits hold both labels: ``test_fraction`` of each label,
+    at least one row and never all of them.
+    """
     rng = random.Random(seed)
-    lines = []
+    rows = []
     for i in range(n):
         question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
         answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
-        lines.append(json.dumps({"id": f"ex{i}", "label": i % 2,
-                                 "split": "train" if i % 4 else "test",
-                                 "messages": [{"role": "user", "content": question}],
-                                 "response": answer}))
+        rows.append({"id": f"ex{i}", "label": i % 2, "split": "train",
+                     "messages": [{"role": "user", "content": question}],
+                     "response": answer})
+    for row in stratified_test_rows([r["label"] for r in rows], test_fraction,
+                                    random.Random(f"{seed}:split")):
+        rows[row]["split"] = "test"
+    return _write_jsonl(path, rows)
+
+
+def write_control_dataset(path: str | os.PathLike[str], n: int = 32, seed: int = 1) -> Path:
+    """Benign (label 0) chats in the tiny vocabulary, group ``control``: a control set
+    to calibrate probe thresholds on (``heldout fit/sweep --control``)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
+        rows.append({"id": f"control{i}", "label": 0, "group": "control",
+                     "messages": [{"role": "user", "content": question}],
+                     "response": answer})
+    return _write_jsonl(path, rows)
+
+
+def stratified_test_rows(labels: list[int], test_fraction: float,
+                         rng: random.Random) -> list[int]:
+    """Row indices for a test split: ``test_fraction`` of each label's rows, rounded,
+    but at least one and at most all but one (a label with a single row stays in
+    train), so both splits hold every label that has two rows or more."""
+    test = []
+    for label in sorted(set(labels)):
+        rows = [i for i, y in enumerate(labels) if y == label]
+        if len(rows) < 2:
+            continue
+        k = min(max(round(len(rows) * test_fraction), 1), len(rows) - 1)
+        test += rng.sample(rows, k)
+    return sorted(test)
+
+
+def _write_jsonl(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
     out = Path(path)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out

@@ -40,7 +40,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("out", help="folder for the checkpoint")
     p.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--data", default=None, help="also write an example JSONL dataset here")
+    p.add_argument("--data", default=None,
+                   help="also write an example JSONL dataset here (64 chats, labels 0/1, "
+                        "train/test splits that both hold both labels)")
+    p.add_argument("--control-data", default=None, metavar="FILE",
+                   help="also write a benign control set here (32 label-0 chats), to cache "
+                        "and pass as --control for probe thresholds")
     p.set_defaults(func=run_tiny_model)
 
 
@@ -105,10 +110,16 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:
-    from heldout.tiny import write_example_dataset, write_tiny_checkpoint
+    from heldout.tiny import (
+        write_control_dataset,
+        write_example_dataset,
+        write_tiny_checkpoint,
+    )
 
     folder = write_tiny_checkpoint(args.out, arch=args.arch, n_layers=args.layers)
     print(f"wrote a random {args.arch} checkpoint to {folder}")
     if args.data:
         print(f"wrote an example dataset to {write_example_dataset(args.data)}")
+    if args.control_data:
+        print(f"wrote a benign control set to {write_control_dataset(args.control_data)}")
     return 0
