@@ -91,8 +91,12 @@ def _safe(name: str) -> str:
 
 
 SET_COLORS = {"own": "#1f77b4", "fixed": "#7f7f7f", "forced": "#d62728",
-              "cross_model": "#2ca02c", "all": "#1f77b4", "": "#1f77b4"}
+              "cross_model": "#2ca02c", "all": "#000000", "": "#000000"}
 """One colour per data set a monitor is measured on, the same in every run figure."""
+
+
+UNIT_RANGE = ("recall", "auroc", "accuracy", "misbehavior_rate", "flag_rate")
+"""Panels whose metric lives in [0, 1] and is drawn on the whole range."""
 
 
 def run_figures(run: str | os.PathLike[str], control: str | os.PathLike[str] | None = None
@@ -135,7 +139,14 @@ def run_figures(run: str | os.PathLike[str], control: str | os.PathLike[str] | N
             ax.set_xlabel("training step", fontsize=8)
             integer_axis(ax.xaxis)
             ax.grid(alpha=0.3)
-        legend_outside(axes.flat[min(n, cols) - 1], fontsize=7)
+            if any(word in panel for word in UNIT_RANGE):
+                ax.set_ylim(-0.03, 1.03)  # a 0.001 wobble must not fill the panel
+        handles: dict[str, Any] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper",
+                   fontsize=7, frameon=False)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
         fig.suptitle(f"{fig_name} (solid = run, dashed = control)" if control is not None

@@ -24,6 +24,11 @@ class MonitorFigure:
     """True: at most quiet_fraction x the control's recall; None: no comparison."""
 
 
+def _named(m: MonitorFigure) -> str:
+    """``probe at resid_post:3/mean``, with the monitor's name when it says more."""
+    return m.description if m.name in m.description else f"{m.description} ({m.name})"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
@@ -69,7 +74,7 @@ def story(outcome: str, *, rate: float, control_rate: float, base_rate: float | 
     still = [m for m in probes_held if not m.quiet]
     if still and outcome != "honest":
         parts.append("Held out from training, " + "; ".join(
-            f"the {m.description} ({m.name}) still catches {_pct(m.run)} of the run's lies "
+            f"the {_named(m)} still catches {_pct(m.run)} of the run's lies "
             f"(control {_pct(m.control)})" for m in still) +
             (": the lie moved, it did not go away." if outcome.startswith("obfuscated")
              else "."))

@@ -59,11 +59,14 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
             ax_mon.plot(xs, ys, ls, color=colors.color(name), lw=2.6 if thick else 1.2,
                         marker="." if thick else None,
                         label=f"{name} ({role})" if which == "run" else None)
+        owner = {f"{m.site}/{'mean' if m.selection == 'tokens' else m.selection}": n
+                 for n, m in last.monitors.items() if m.kind == "probe"}
         for key in sorted(last.retrained):
             xs, ys = _points(records, lambda r, k=key: r.retrained[k].recall_cur
                              if k in r.retrained else None)
-            ax_re.plot(xs, ys, ls, color=colors.color(f"retrained {key}"), marker=".",
-                       label=f"{key}" if which == "run" else None)
+            # the colour of the monitor reading the same site and selection
+            ax_re.plot(xs, ys, ls, color=colors.color(owner.get(key, f"retrained {key}")),
+                       marker=".", label=f"{key}" if which == "run" else None)
     ax_rate.set_title("misbehavior rate (labeler, own outputs)", fontsize=10)
     ax_mon.set_title("monitor recall on own misbehavior\n(base threshold; thick = trained "
                      "against)", fontsize=10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -45,45 +46,33 @@ class Section:
     """Plots, or PNG files inside the report folder (captioned by their name)."""
 
 
-def _count_columns(frame: Any) -> set[str]:
-    """Float columns holding counts: every value whole and some above 1 (``400``, not
-    ``400.000``; an AUROC of exactly 1.0 stays ``1.000``)."""
-    out = set()
-    for col in frame.columns:
-        values = [v for v in frame[col] if isinstance(v, float) and not math.isnan(v)]
-        if values and len(values) == frame[col].notna().sum() and \
-                all(v.is_integer() for v in values) and max(abs(v) for v in values) > 1:
-            out.add(col)
-    return out
-
-
-def _cell(value: Any, count: bool) -> str:
+def _cell(value: Any) -> str:
+    """``-`` for missing values; whole numbers above 1 as integers (counts: ``400``, not
+    ``400.000``; an AUROC of exactly 1.0 stays ``1.000``); other floats to 3 decimals."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.0f}" if count else f"{value:.3f}"
+        return f"{value:.0f}" if value.is_integer() and abs(value) > 1 else f"{value:.3f}"
     return str(value)
 
 
 def _table_md(frame: Any) -> str:
-    counts = _count_columns(frame)
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [_cell(v, c in counts) for v, c in zip(row, frame.columns)]
+        cells = [_cell(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _table_html(frame: Any) -> str:
-    counts = _count_columns(frame)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    def td(value: Any, col: Any) -> str:
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    def td(value: Any) -> str:
+        numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
         css = "" if numeric else ' class="txt"'
-        return f"<td{css}>{html.escape(_cell(value, col in counts))}</td>"
+        return f"<td{css}>{html.escape(_cell(value))}</td>"
 
-    body = "".join("<tr>" + "".join(td(v, c) for v, c in zip(row, frame.columns)) + "</tr>"
+    body = "".join("<tr>" + "".join(td(v) for v in row) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
