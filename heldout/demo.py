@@ -115,8 +115,8 @@ def _run_demo(out: Path, *, retrain: bool, select: str, train: bool, progress: b
     tok_store, tok_control = _cache_all(model, organism, stores, "tokens", progress)
     lap("cache activations")
 
-    pooled = sweep(store, probes=POOLED_PROBES, control=control)
-    tokens = sweep(tok_store, probes=TOKEN_PROBES, control=tok_control)
+    pooled = sweep(store, probes=POOLED_PROBES, control=control, progress=progress)
+    tokens = sweep(tok_store, probes=TOKEN_PROBES, control=tok_control, progress=progress)
     table = pd.concat([pooled.table.assign(selection=select),
                        tokens.table.assign(selection="tokens")], ignore_index=True)
     table.to_csv(out / "results.csv", index=False)

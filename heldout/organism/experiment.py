@@ -21,8 +21,8 @@ from heldout.training.config import ProbeSpec, TrainConfig
 
 def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
                         selections: tuple[str, ...] = ("last",),
-                        organism: dict[str, Any] | None = None, fpr: float = 0.01
-                        ) -> dict[str, Path]:
+                        organism: dict[str, Any] | None = None, fpr: float = 0.01,
+                        progress: bool = False) -> dict[str, Path]:
     """Fit a logistic probe per (site, selection) on the base organism's ``train``
     split, calibrate it on ``control``; returns ``{"<site>/<selection>": file}``."""
     from heldout.activations import collect
@@ -40,7 +40,8 @@ def fit_organism_probes(out: str | os.PathLike[str], sites: list[str], *,
     out_dir = Path(out)
     written: dict[str, Path] = {}
     for sel in selections:
-        train, control = (collect(model, data[split], parsed, sel, batch_size=256)
+        train, control = (collect(model, data[split], parsed, sel, batch_size=256,
+                                  progress=progress)
                           for split in ("train", "control"))
         for s in parsed:
             probe = LogisticProbe().fit(train.get(s), train.labels)
@@ -121,6 +122,6 @@ def demo(out: str | os.PathLike[str], *, steps: int = 150, weight: float = 3.0,
     ``<out>/run/plots``; ``verdict.json`` in ``<out>/run`` and ``<out>/run/control``."""
     files = fit_organism_probes(Path(out) / "base-probes",
                                 ["resid_post:1", "resid_post:2", "resid_post:3"],
-                                selections=(DECISION, "mean"))
+                                selections=(DECISION, "mean"), progress=progress)
     return run_pair(demo_config(Path(out) / "run", files, steps=steps, weight=weight),
                     progress=progress)

@@ -181,7 +181,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     sites = None if args.sites is None else parse_sites(args.sites)
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     result = sweep(store, sites, probes=probes, control=control, train_split=args.train_split,
-                   test_split=args.test_split, fpr=args.fpr, seed=args.seed)
+                   test_split=args.test_split, fpr=args.fpr, seed=args.seed,
+                   progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "sweep.csv", index=False)

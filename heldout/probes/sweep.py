@@ -148,11 +148,13 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
           probes: Sequence[str] = ("logistic", "diffmeans", "lda"), control: Any = None,
           train_split: str = "train", test_split: str = "test", fpr: float = 0.01, *,
           seed: int = 0, test_fraction: float = 0.3, n_resamples: int = 200,
-          probe_params: dict[str, dict[str, Any]] | None = None) -> SweepResult:
+          probe_params: dict[str, dict[str, Any]] | None = None,
+          progress: bool = False) -> SweepResult:
     """Fit each probe in ``probes`` at each site, score the test split, and tabulate.
 
     Everything is validated (probe names, sites, splits, labels, control set) before
-    any probe is fitted. ``probe_params`` maps a probe name to constructor arguments.
+    any probe is fitted. ``probe_params`` maps a probe name to constructor arguments;
+    ``progress`` shows a bar over (site, probe) fits and scorings.
     """
     names = list(dict.fromkeys(probes))
     for name in names:
@@ -197,6 +199,10 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                   else load_site(control, site, token_level)[ctrl_rows])
             data[site, token_level] = (X[train], X_te, Xc)
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 * len(site_list) * len(names), desc="probe sweep", unit="fit",
+               disable=not progress, leave=False)
     fitted: dict[tuple[str, str], tuple[BaseProbe, float]] = {}
     if "logistic" in names:
         params = (probe_params or {}).get("logistic") or {}
@@ -210,6 +216,7 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
             probe = LogisticProbe.from_solution(proto.get_params(), W[i], float(b[i]),
                                                 mean[i], scale[i], int(n_iter[i]))
             fitted[str(site), "logistic"] = (probe, per_site)
+        bar.update(len(site_list))
     for site in site_list:
         for name in names:
             if name == "logistic":
@@ -218,11 +225,13 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
             start = time.perf_counter()
             probe.fit(data[site, name in TOKEN_KINDS][0], y_train)
             fitted[str(site), name] = (probe, time.perf_counter() - start)
+            bar.update()
 
     rows = []
     for site in site_list:
         for name in names:
             probe, seconds = fitted[str(site), name]
+            bar.update()
             _, X_te, X_ctrl = data[site, name in TOKEN_KINDS]
             scores, ctrl = probe.decision_function(X_te), probe.decision_function(X_ctrl)
             probe.threshold_ = threshold_at_fpr(ctrl, fpr)
@@ -236,6 +245,7 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                          "recall_low": rec.low, "recall_high": rec.high,
                          "threshold": probe.threshold_, "fit_seconds": seconds,
                          "n_train": len(train), "n_test": len(test), "n_control": len(ctrl)})
+    bar.close()
     table = pd.DataFrame(rows)
     best = table.sort_values(["recall_at_fpr", "auroc"], ascending=False, kind="stable").iloc[0]
     return SweepResult(table=table, best_site=HookSite.parse(str(best["site"])),
