@@ -9,6 +9,7 @@ pyplot's global registry.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,11 +54,27 @@ class MonitorColors:
         return STYLES[(self.order.index(name) // len(PALETTE)) % len(STYLES)]
 
 
-def new_figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
-    """(figure, axes array of shape (rows, cols)), without pyplot."""
+@functools.cache
+def _figure_class() -> Any:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    class ShownFigure(Figure):  # type: ignore[misc]
+        """A Figure that Jupyter shows as PNG when a cell returns it: without pyplot
+        nothing registers matplotlib's own display hook."""
+
+        def _repr_png_(self) -> bytes:
+            import io
+
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=90)
+            return buffer.getvalue()
+
+    return ShownFigure
+
+
+def new_figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
+    """(figure, axes array of shape (rows, cols)), without pyplot."""
+    fig = _figure_class()(figsize=(width, height), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
 

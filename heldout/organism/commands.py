@@ -3,7 +3,7 @@ organism from the shell.
 
 ``organism`` installs (or trains) the organism and prints its folder; ``--verify``
 retrains its first 100 steps here and checks them against the shipped copy; ``--retrain``
-trains it from scratch (about four minutes on one core).
+trains it from scratch (about five minutes on one core).
 
 ``train-demo --out DIR`` fine-tunes the organism against one probe and against none and
 prints both verdicts. ``organism-probes`` fits base probes for run configs to name:

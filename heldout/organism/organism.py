@@ -188,7 +188,7 @@ def load_organism(config: OrganismConfig | None = None, home: str | os.PathLike[
                   num_threads: int | None = None) -> Organism:
     """The organism for ``config``: loaded from the cache, else installed from the copy
     shipped with heldout (the default config and ``give_in=0.5``), else trained (about
-    four minutes on one core).
+    five minutes on one core).
 
     home : cache root, default ``$HELDOUT_HOME`` or ``~/.cache/heldout``.
     retrain : train a new one even if a cached or shipped checkpoint exists (a cached
