@@ -241,7 +241,9 @@ def _report_sections(organism: Any, behaviour: dict[str, Any], table: Any, selec
     import pandas as pd
 
     cfg = organism.config
-    beh = pd.DataFrame([{"measure": k, "value": v} for k, v in behaviour.items()])
+    # object dtype keeps counts as ints beside the rates (a float column prints 400.000)
+    beh = pd.DataFrame({"measure": list(behaviour), "value": pd.Series(
+        list(behaviour.values()), dtype=object)})
     pivot = _with_ci(table, "auroc", "auroc_low", "auroc_high")
     recall = _with_ci(table, "recall_at_fpr", "recall_low", "recall_high")
     return [

@@ -46,33 +46,51 @@ class Section:
     """Plots, or PNG files inside the report folder (captioned by their name)."""
 
 
-def _cell(value: Any) -> str:
-    """``-`` for missing values; whole numbers above 1 as integers (counts: ``400``, not
-    ``400.000``; an AUROC of exactly 1.0 stays ``1.000``); other floats to 3 decimals."""
+def _whole_columns(frame: Any) -> set[Any]:
+    """Float columns whose values are all whole numbers: counts, printed as integers
+    (``400``, not ``400.000``)."""
+    out = set()
+    for col in frame.columns:
+        values = [v for v in frame[col] if isinstance(v, float) and not math.isnan(v)]
+        if values and all(v.is_integer() for v in values):
+            out.add(col)
+    return out
+
+
+def _cell(value: Any, whole: bool = False) -> str:
+    """``-`` for missing values; floats to 3 decimals, or as integers in a column of
+    whole numbers; anything else as ``str``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() and abs(value) > 1 else f"{value:.3f}"
+        return f"{value:.0f}" if whole else f"{value:.3f}"
     return str(value)
 
 
 def _table_md(frame: Any) -> str:
+    whole = _whole_columns(frame)
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [_cell(v) for v in row]
+        cells = [_cell(v, c in whole) for v, c in zip(row, frame.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _table_html(frame: Any) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    def td(value: Any) -> str:
+    whole = _whole_columns(frame)
+    def is_text(col: Any) -> bool:
+        return not any(isinstance(v, numbers.Number) for v in frame[col])
+
+    left = ' class="txt"'
+    head = "".join(f"<th{left if is_text(c) else ''}>{html.escape(str(c))}</th>"
+                   for c in frame.columns)
+    def td(value: Any, col: Any) -> str:
         numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
         css = "" if numeric else ' class="txt"'
-        return f"<td{css}>{html.escape(_cell(value))}</td>"
+        return f"<td{css}>{html.escape(_cell(value, col in whole))}</td>"
 
-    body = "".join("<tr>" + "".join(td(v) for v in row) + "</tr>"
+    body = "".join("<tr>" + "".join(td(v, c) for v, c in zip(row, frame.columns)) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -130,7 +148,7 @@ def write_report(folder: str | Path, title: str, sections: list[Section],
              "table.t td:first-child,table.t th:first-child{text-align:left}"
              "img{max-width:100%}figure{margin:1.5em 0}"
              "figcaption{color:#444;font-size:92%;max-width:900px}"
-             "table.t th{background:#f4f4f4}table.t td.txt{text-align:left}")
+             "table.t th{background:#f4f4f4}table.t td.txt,table.t th.txt{text-align:left}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
     md_path, html_path = out / "report.md", out / "report.html"

@@ -129,7 +129,8 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
     for a in results:
         m = metrics[a.arm.name]
         rows.append({
-            "arm": a.arm.name, "mode": a.arm.mode, "λ": a.arm.weight, "β": a.arm.kl_weight,
+            "arm": a.arm.name, "mode": a.arm.mode, "λ": f"{a.arm.weight:g}",
+            "β": f"{a.arm.kl_weight:g}",
             "detector": a.arm.detector if a.arm.mode != "gradient" else "-",
             "against": ", ".join(a.arm.against) or "-", "verdicts": outcome_distribution(a),
             "misbehavior": m["misbehavior rate"].text(),
@@ -137,7 +138,7 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
             "held-out recall (forced)": m["held-out recall, forced"].text(),
             "retrained recall": m["retrained probe recall, forced"].text(),
             "findings": ", ".join(speaks.get(a.arm.name, [])) or "-",
-            "cost (s)": round(sum(r.seconds for r in a.runs), 1)})
+            "cost (s)": f"{sum(r.seconds for r in a.runs):.1f}"})
     table = pd.DataFrame(rows)
     finding_table = pd.DataFrame([{"": f"F{i}", "published finding": f.claim,
                                    "source": f.source, "this organism": f.evidence,
@@ -167,8 +168,9 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
         detail = pd.DataFrame([{"metric": k, "estimate [95% CI]": v.text()}
                                for k, v in m.items()])
         seeds = pd.DataFrame([{"seed": r.seed, "verdict": r.verdict["outcome"],
-                               "seconds": r.seconds,
-                               "notes": " ".join(r.verdict.get("notes", ())) or "-"}
+                               "seconds": f"{r.seconds:.1f}",
+                               "what happened": r.verdict.get("story", "") or "-",
+                               "notes": "; ".join(r.verdict.get("notes", ())) or "-"}
                               for r in a.runs])
         text = (f"{a.arm.description or a.arm.mode}. Mode {a.arm.mode}, λ={a.arm.weight}, "
                 f"β={a.arm.kl_weight}, trained against: {', '.join(a.arm.against) or 'none'}; "
@@ -179,8 +181,10 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
             text += f"\n\nSpeaks to: {', '.join(speaks[a.arm.name])} (see Findings)."
         figs = [Plot(_curves(a, control),
                      f"{a.arm.name}: misbehavior rate and recalls over training steps (mean "
-                     "over seeds); dashed lines are the no-penalty control arm. Watch "
-                     "whether the trained-against recall falls while misbehavior stays.",
+                     "over seeds)" + ("" if a is control else
+                                      "; dashed lines are the no-penalty control arm") +
+                     ". Watch whether the trained-against recall falls while misbehavior "
+                     "stays.",
                      f"curves-{a.arm.name}")] if a.runs else []
         sections.append(Section(f"Arm: {a.arm.name}", text, tables=[detail, seeds],
                                 figures=figs))
