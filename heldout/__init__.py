@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 from heldout.activations.sites import HookSite, parse_sites
 from heldout.errors import HeldoutError
+from heldout.threads import default_environment
+
+default_environment()  # one torch/BLAS thread unless chosen otherwise (heldout.threads)
 
 # name -> module that defines it, imported on first use
 _LAZY = {

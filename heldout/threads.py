@@ -42,6 +42,25 @@ def default_threads() -> int:
     return DEFAULT_THREADS if value in (None, "") else check_threads(value, ENV_VAR)
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def default_environment() -> None:
+    """Make heldout's default the process default where nothing chose yet: the thread
+    variables torch and BLAS read when they load (``OMP_NUM_THREADS``, ...), unless
+    one of them is already set. Called when ``heldout`` is imported, so notebooks and scripts that
+    import heldout before torch get the policy too; a process that loaded torch first
+    keeps its threads (``limit_threads`` changes them for a block)."""
+    if any(name in os.environ for name in THREAD_ENV_VARS):
+        return  # the user chose (torch reads MKL_NUM_THREADS over OMP_NUM_THREADS)
+    try:
+        count = str(default_threads())
+    except ConfigError:
+        return  # a bad $HELDOUT_THREADS is reported by the command that reads it
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = count
+
+
 @contextmanager
 def limit_threads(n: int | None = None) -> Iterator[int]:
     """Run the block with ``n`` torch intra-op threads and ``n`` BLAS/OpenMP threads
@@ -62,4 +81,5 @@ def limit_threads(n: int | None = None) -> Iterator[int]:
         torch.set_num_threads(old)
 
 
-__all__ = ["DEFAULT_THREADS", "ENV_VAR", "check_threads", "default_threads", "limit_threads"]
+__all__ = ["DEFAULT_THREADS", "ENV_VAR", "THREAD_ENV_VARS", "check_threads",
+           "default_environment", "default_threads", "limit_threads"]

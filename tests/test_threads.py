@@ -51,3 +51,15 @@ def test_cli_refuses_a_bad_thread_count_before_any_work(tmp_path: os.PathLike[st
     assert done.returncode == 2
     assert "--threads must be a positive integer" in done.stderr
     assert list(os.scandir(tmp_path)) == []
+
+
+def test_importing_heldout_first_gives_torch_one_thread() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                        "HELDOUT_THREADS")}
+    code = "import heldout, torch; print(torch.get_num_threads())"
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "OMP_NUM_THREADS": "2"}, check=True).stdout.split()
+    assert first == ["1"] and chosen == ["2"]
