@@ -91,9 +91,18 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         # A local folder needs no hub; stay offline so nothing is fetched by accident.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformer_lens.model_bridge import TransformerBridge
+        from transformers.utils import logging as hf_logging
 
-        return TransformerBridge.boot_transformers(str(folder), device=device,
-                                                   dtype=torch_dtype, tokenizer=tokenizer)
+        # transformers' "Loading weights" bar for a local folder would bury heldout's own
+        # progress lines (a notebook shows one per load)
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return TransformerBridge.boot_transformers(str(folder), device=device,
+                                                       dtype=torch_dtype, tokenizer=tokenizer)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     if hasattr(source, "config") and hasattr(source, "state_dict"):
         if tokenizer is None:
             raise ModelLoadError("an in-memory model needs its tokenizer",
