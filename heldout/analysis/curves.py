@@ -106,7 +106,6 @@ def run_figures(run: str | os.PathLike[str], control: str | os.PathLike[str] | N
     from heldout.analysis.style import (
         MonitorColors,
         integer_axis,
-        legend_outside,
         new_figure,
     )
 
