@@ -47,10 +47,10 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def default_environment() -> None:
     """Make heldout's default the process default where nothing chose yet: the thread
-    variables torch and BLAS read when they load (``OMP_NUM_THREADS``, ...), unless
-    one of them is already set. Called when ``heldout`` is imported, so notebooks and scripts that
-    import heldout before torch get the policy too; a process that loaded torch first
-    keeps its threads (``limit_threads`` changes them for a block)."""
+    variables torch and BLAS read when they load (``OMP_NUM_THREADS``, ...), unless one
+    of them is already set. Called when ``heldout`` is imported, so notebooks and
+    scripts that import heldout before torch get the policy too; a process that loaded
+    torch first keeps its threads (``limit_threads`` changes them for a block)."""
     if any(name in os.environ for name in THREAD_ENV_VARS):
         return  # the user chose (torch reads MKL_NUM_THREADS over OMP_NUM_THREADS)
     try:
