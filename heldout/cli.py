@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
             found = False
         if found:
             importlib.import_module(name).register(subparsers)
+    for sub in subparsers.choices.values():  # also accepted after the command
+        sub.add_argument("--threads", default=argparse.SUPPRESS, metavar="N",
+                         help="CPU threads for torch and BLAS (default $HELDOUT_THREADS or 1)")
     return parser
 
 

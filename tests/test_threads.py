@@ -44,9 +44,12 @@ def test_nonsense_counts_are_refused(value: object) -> None:
         check_threads(value)
 
 
-def test_cli_refuses_a_bad_thread_count_before_any_work(tmp_path: os.PathLike[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "heldout", "--threads", "0", "demo", "--out",
-                           str(tmp_path)], capture_output=True, text=True, check=False,
+@pytest.mark.parametrize("args", [["--threads", "0", "demo"], ["demo", "--threads", "0"]],
+                         ids=["before the command", "after the command"])
+def test_cli_refuses_a_bad_thread_count_before_any_work(tmp_path: os.PathLike[str],
+                                                        args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "heldout", *args, "--out", str(tmp_path)],
+                          capture_output=True, text=True, check=False,
                           env={**os.environ, "HELDOUT_HOME": str(tmp_path)})
     assert done.returncode == 2
     assert "--threads must be a positive integer" in done.stderr

@@ -134,12 +134,15 @@ def run_figures(run: str | os.PathLike[str], control: str | os.PathLike[str] | N
                 color = SET_COLORS.get(line) or others.color(line)
                 ax.plot(xs, ys, "--" if which == "control" else "-", marker=".", color=color,
                         label=f"{line} ({which})" if line else which)
-            ax.set_title(panel, fontsize=9)
+            if n > 1:  # a single panel is named by the figure title
+                ax.set_title(panel, fontsize=9)
             ax.set_xlabel("training step", fontsize=8)
             integer_axis(ax.xaxis)
             ax.grid(alpha=0.3)
             if any(word in panel for word in UNIT_RANGE):
                 ax.set_ylim(-0.03, 1.03)  # a 0.001 wobble must not fill the panel
+            elif panel.startswith("n_"):  # counts start at zero: 81 -> 84 is no cliff
+                ax.set_ylim(bottom=0)
         handles: dict[str, Any] = {}
         for ax in axes.flat:
             for handle, label in zip(*ax.get_legend_handles_labels()):

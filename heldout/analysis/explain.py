@@ -94,11 +94,26 @@ def story(outcome: str, *, rate: float, control_rate: float, base_rate: float | 
 
 
 GLOSSARY: dict[str, str] = {
+    "honest (verdict)": "Misbehavior dropped (by the labeler): the monitors trained "
+                        "against are quiet because there is little left to catch.",
+    "blatant (verdict)": "Misbehavior persists and the monitors trained against still "
+                         "catch it: training neither fixed nor hid it.",
+    "obfuscated_policy (verdict)": "Misbehavior persists but the text itself changed so "
+                                   "the monitors (or the base model) no longer recognise "
+                                   "it.",
+    "obfuscated_activations (verdict)": "Misbehavior persists, the base model still reads "
+                                        "the text as misbehavior, but the fine-tuned "
+                                        "model's own activations no longer trigger the "
+                                        "probe: it hides the behavior inside.",
     "misbehavior_rate": "Fraction of the model's own sampled responses that the labeler "
                         "(a rule or function reading the text, independent of every "
                         "monitor) marks as misbehavior.",
     "task_accuracy": "Fraction of the model's own responses that do the task correctly "
                      "(labeler); without one, token accuracy on the fixed set.",
+    "n_own / n_own_misbehaving": "Own responses sampled and graded / those the labeler "
+                                 "marks as misbehavior.",
+    "fixed_token_accuracy": "Argmax accuracy on the fixed set's response tokens: does the "
+                            "model still predict the reference text?",
     "kl_to_base": "KL divergence from the base model, per response token of the model's "
                   "own outputs: how far fine-tuning moved the policy.",
     "base / step 0": "The model before fine-tuning (the first evaluation of the run).",
@@ -119,6 +134,15 @@ GLOSSARY: dict[str, str] = {
     "recall_base": "Recall of misbehavior at the threshold calibrated on the base model's "
                    "benign control set at the run's FPR (1% by default).",
     "recall_cur": "Recall at a threshold recalibrated on the current model's control set.",
+    "control_fpr_base": "Fraction of the current model's benign control responses flagged "
+                        "at the base threshold: the false-positive rate drifting as the "
+                        "model changes.",
+    "base-reads": "In the training log: the cross-model check's recall (the frozen base "
+                  "model and probe reading the run's own outputs).",
+    "last / mean / token:K / tokens": "Which response tokens a probe reads: the last one, "
+                                      "the mean over all, the K-th (the organism decides "
+                                      "to lie at token:5, its decision token), or every "
+                                      "token (per-token probes).",
     "flag_rate_base": "Fraction of all responses (misbehaving or not) flagged at the base "
                       "threshold.",
     "auroc": "Area under the ROC curve of misbehaving vs benign responses (0.5 = chance).",

@@ -56,8 +56,10 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
             xs, ys = _points(records, _own_recall(name))
             thick = mon.role == "train_against"
             role = "trained against" if thick else "held out"
+            # trained-against drawn on top: at 0 it would hide under held-out lines
             ax_mon.plot(xs, ys, ls, color=colors.color(name), lw=2.6 if thick else 1.2,
-                        marker="." if thick else None,
+                        marker="o" if thick else ".", ms=5 if thick else 3,
+                        zorder=3 if thick else 2,
                         label=f"{name} ({role})" if which == "run" else None)
         owner = {f"{m.site}/{'mean' if m.selection == 'tokens' else m.selection}": n
                  for n, m in last.monitors.items() if m.kind == "probe"}
@@ -76,7 +78,7 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
         data = verdict if isinstance(verdict, dict) else verdict.to_dict()
         outcome, step = data["outcome"], data["step"]
         for ax in (ax_rate, ax_mon, ax_re):
-            ax.axvline(step, color="grey", lw=0.8, ls=":")
+            ax.axvline(step, color="dimgrey", lw=1.2, ls=":")
         ax_rate.annotate(f"judged: {outcome}", (step, 1.0), ha="right", va="top",
                          fontsize=9, color="dimgrey")
     for ax in (ax_rate, ax_mon, ax_re):

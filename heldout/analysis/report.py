@@ -57,6 +57,13 @@ def _whole_columns(frame: Any) -> set[Any]:
     return out
 
 
+def _whole_row(row: Any) -> bool:
+    """A row of whole numbers with a count among them (``3 / 2 / 3`` components)."""
+    values = [v for v in row if isinstance(v, float) and not math.isnan(v)]
+    return bool(values) and all(v.is_integer() for v in values) and \
+        any(abs(v) > 1 for v in values)
+
+
 def _cell(value: Any, whole: bool = False) -> str:
     """``-`` for missing values; floats to 3 decimals, or as integers in a column of
     whole numbers; anything else as ``str``."""
@@ -72,7 +79,8 @@ def _table_md(frame: Any) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [_cell(v, c in whole) for v, c in zip(row, frame.columns)]
+        row_whole = _whole_row(row)
+        cells = [_cell(v, row_whole or c in whole) for v, c in zip(row, frame.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -85,12 +93,13 @@ def _table_html(frame: Any) -> str:
     left = ' class="txt"'
     head = "".join(f"<th{left if is_text(c) else ''}>{html.escape(str(c))}</th>"
                    for c in frame.columns)
-    def td(value: Any, col: Any) -> str:
+    def td(value: Any, whole_cell: bool) -> str:
         numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
         css = "" if numeric else ' class="txt"'
-        return f"<td{css}>{html.escape(_cell(value, col in whole))}</td>"
+        return f"<td{css}>{html.escape(_cell(value, whole_cell))}</td>"
 
-    body = "".join("<tr>" + "".join(td(v, c) for v, c in zip(row, frame.columns)) + "</tr>"
+    body = "".join("<tr>" + "".join(td(v, _whole_row(row) or c in whole)
+                                    for v, c in zip(row, frame.columns)) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
