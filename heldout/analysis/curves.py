@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,10 +83,6 @@ def _layout(path: tuple[str, ...]) -> tuple[str, str, str]:
     if len(path) == 3:
         return path[0], path[2], path[1]
     return f"{path[0]}-{path[1]}", path[-1], "/".join(path[2:-1])
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 SET_COLORS = {"own": "#1f77b4", "fixed": "#7f7f7f", "forced": "#d62728",
@@ -161,8 +156,8 @@ def plot_run(run: str | os.PathLike[str], control: str | os.PathLike[str] | None
              out: str | os.PathLike[str] | None = None) -> list[Path]:
     """Write one PNG per group of curves (:func:`run_figures`) under ``out`` (default
     ``<run>/plots``); returns the files written."""
-    from heldout.analysis.style import save_figure
+    from heldout.analysis.style import file_stem, save_figure
 
     out_dir = Path(out) if out is not None else Path(run) / "plots"
-    return [save_figure(fig, out_dir / f"{_safe(name)}.png", dpi=80)
+    return [save_figure(fig, out_dir / f"{file_stem(name)}.png", dpi=80)
             for name, fig in run_figures(run, control).items()]

@@ -13,12 +13,11 @@ import html
 import math
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heldout.analysis.style import save_figure
+from heldout.analysis.style import file_stem, save_figure
 
 
 @dataclass
@@ -104,17 +103,13 @@ def _table_html(frame: Any) -> str:
     return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "figure"
-
-
 def _saved(fig: Plot | Path, out: Path, taken: set[str]) -> tuple[Path, str]:
     """(PNG path, caption) of a section figure, saving matplotlib figures."""
     if not isinstance(fig, Plot):
         return Path(fig), Path(fig).stem
     if isinstance(fig.figure, (str, os.PathLike)):
         return Path(fig.figure), fig.caption
-    stem = base = _slug(fig.name or fig.caption)
+    stem = base = file_stem(fig.name or fig.caption, "-")[:60] or "figure"
     i = 2
     while stem in taken:
         stem, i = f"{base}-{i}", i + 1

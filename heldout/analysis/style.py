@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,12 @@ def legend_outside(ax: Any, **kwargs: Any) -> None:
                   **kwargs)
 
 
+def file_stem(text: str, sep: str = "_") -> str:
+    """``text`` as a file name: runs of characters other than letters, digits, ``_``,
+    ``.`` and ``-`` become ``sep``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", sep, text).strip(sep)
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (parents created); returns the path."""
     out = Path(path)
@@ -103,5 +110,6 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     return out
 
 
-__all__ = ["PALETTE", "PROBE_KIND_COLORS", "MonitorColors", "integer_axis", "kind_color",
+__all__ = ["PALETTE", "PROBE_KIND_COLORS", "MonitorColors", "file_stem", "integer_axis",
+           "kind_color",
            "legend_outside", "new_figure", "save_figure"]

@@ -12,13 +12,13 @@ the same model" is checked without training for minutes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from heldout.activations.store import sha256_file
 from heldout.errors import ModelLoadError
 from heldout.organism.config import OrganismConfig
 from heldout.organism.train import TRAJECTORY_STEPS, train_organism
@@ -28,14 +28,6 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 
 WEIGHTS = "model.safetensors"
 RECORD = "organism.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_folder(config: OrganismConfig, root: Path = SHIPPED_DIR) -> Path | None:

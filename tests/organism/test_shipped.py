@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from heldout.activations.store import sha256_file
 from heldout.errors import ModelLoadError
 from heldout.organism import OrganismConfig, load_organism
 from heldout.organism.config import FORMAT_VERSION
 from heldout.organism.shipped import (
     install_shipped,
     read_shipped_record,
-    sha256_file,
     ship,
     shipped_folder,
     verify_shipped,
