@@ -166,6 +166,7 @@ def glossary_section() -> Section:
     import pandas as pd
 
     from heldout.analysis.explain import glossary_rows
+    from heldout.analysis.verdict import THRESHOLDS
 
     return Section("Glossary", "What each metric and term in this report means.",
-                   tables=[pd.DataFrame(glossary_rows())])
+                   tables=[pd.DataFrame(glossary_rows(THRESHOLDS))])
