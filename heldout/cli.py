@@ -15,7 +15,7 @@ from heldout.errors import HeldoutError
 COMMAND_MODULES = ("heldout.activations.commands", "heldout.probes.commands",
                    "heldout.organism.commands", "heldout.training.commands",
                    "heldout.analysis.commands", "heldout.demo",
-                   "heldout.atlas.commands")
+                   "heldout.atlas.commands", "heldout.gguf")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
 """Load models as TransformerLens 4 ``TransformerBridge`` objects.
 
-Three sources, one function: a local Hugging Face checkpoint folder (loaded offline),
-an in-memory Hugging Face model plus its tokenizer, or a TransformerLens native config
-dict (a small random model). TransformerLens is imported here, lazily, because
-importing it takes seconds and ``import heldout`` must stay fast.
+Four sources, one function: a local Hugging Face checkpoint folder (loaded offline),
+a GGUF file (dequantized in memory, see heldout.gguf), an in-memory Hugging Face model
+plus its tokenizer, or a TransformerLens native config dict (a small random model).
+TransformerLens is imported here, lazily, because importing it takes seconds and
+``import heldout`` must stay fast.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
                dtype: str | torch.dtype = "float32") -> TransformerBridge:
     """Return a ``TransformerBridge`` for ``source``.
 
-    source : a local HF checkpoint folder (str or Path), an in-memory
-        ``transformers.PreTrainedModel`` (pass its ``tokenizer``), or a dict of
-        TransformerLens native config fields (``n_layers``, ``d_model``, ...).
+    source : a local HF checkpoint folder (str or Path), a ``.gguf`` file or a folder
+        holding one and no config.json, an in-memory ``transformers.PreTrainedModel``
+        (pass its ``tokenizer``), or a dict of TransformerLens native config fields
+        (``n_layers``, ``d_model``, ...).
     device : ``"cpu"``, ``"cuda"``, ...; default CUDA when available, else CPU.
     dtype : ``"float32"``, ``"bfloat16"`` or ``"float16"``.
     """
@@ -87,6 +89,12 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
                                  fix="give n_layers, d_model, n_heads, d_head, d_mlp, "
                                      "n_ctx, d_vocab and act_fn") from err
     if isinstance(source, (str, os.PathLike)):
+        from heldout import gguf
+
+        if gguf.is_gguf_source(source):
+            hf_model, gguf_tokenizer = gguf.load_gguf(source)
+            return load_model(hf_model, tokenizer=gguf_tokenizer if tokenizer is None else tokenizer,
+                              device=device, dtype=dtype)
         folder = check_checkpoint_dir(source)
         # A local folder needs no hub; stay offline so nothing is fetched by accident.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
