@@ -204,7 +204,8 @@ def unbridged_twin(model: Any) -> Any:
     """A plain HF causal LM computing what ``model`` computes, for fast ``generate``.
 
     model : a ``TransformerBridge`` (its twin shares every parameter tensor: training
-        the bridge changes the twin) or a Hugging Face causal LM (returned as it is).
+        the bridge changes the twin), a Hugging Face causal LM (returned as it is), or
+        an :class:`~heldout.training.hf_hooks.HFHookedModel` (its ``hf_model``).
 
     Cached per bridge; rebuilt only when a parameter or buffer object of the bridge
     was replaced. Raises ModelLoadError naming the keys when a twin tensor has no
@@ -212,6 +213,8 @@ def unbridged_twin(model: Any) -> Any:
     forward pass of the new twin does not reproduce the bridge's logits.
     """
     if not _is_bridge(model):
+        if getattr(model, "hf_model", None) is not None:  # an HFHookedModel reader
+            return model.hf_model
         if not hasattr(model, "generate"):
             raise ModelLoadError(f"cannot generate with a {type(model).__name__}",
                                  fix="pass a TransformerBridge or a Hugging Face causal LM")
