@@ -85,3 +85,27 @@ def test_organism_example_trains_against_a_cot_monitor_and_ends_honest(
     assert first.misbehavior_rate > 0.2 and control[-1].misbehavior_rate > 0.2
     assert last.misbehavior_rate < 0.5 * control[-1].misbehavior_rate
     assert json.loads((out / "verdict.json").read_text())["outcome"] == "honest"
+
+
+@pytest.mark.slow
+def test_trl_grpo_example_ends_in_a_verdict(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A few GRPO steps of ``examples/trl_grpo.py`` on the organism, both arms, LoRA."""
+    import importlib.util
+
+    pytest.importorskip("trl")
+    spec = importlib.util.spec_from_file_location("trl_grpo", EXAMPLES / "trl_grpo.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "trl"
+    assert example.main(["--out", str(out), "--steps", "2", "--eval-every", "1",
+                         "--n-eval", "40", "--lora"]) == 0
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert f"verdict: {verdict['outcome']}" in printed
+    for arm in ("control", "run"):
+        assert [r.step for r in read_records(out / arm)] == [0, 1, 2]
+        assert (out / arm / "plots").is_dir()
+    against = read_records(out / "run")[0].monitors["L2 decision"]
+    assert against.role == "train_against" and against.fixed.auroc > 0.9

@@ -139,7 +139,12 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         """Evaluate ``model`` now and append the record to ``evals.jsonl``."""
-        record = self.monitor.evaluate(self.policy_reader(model), step)
+        policy = self.policy_reader(model)
+        device = next(policy.parameters()).device
+        if next(self.monitor.base.parameters()).device != device:
+            # the trainer moved the policy (to its GPU) after the base was copied
+            self.monitor.base.to(device)
+        record = self.monitor.evaluate(policy, step)
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "evals.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_dict()) + "\n")

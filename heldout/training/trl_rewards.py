@@ -159,12 +159,15 @@ class ProbeReward(MonitorReward):
         return self.reader.tokenizer
 
     def attach(self, trainer: Any) -> ProbeReward:
-        """Read the trainer's live policy (``detector='policy'``) and check the trainer's
-        tokenizer is the probe model's; returns self."""
+        """Check the trainer's tokenizer is the probe model's, then read the trainer's live
+        policy (``detector='policy'``) or move the frozen copy to the trainer's device
+        (``'frozen'``); returns self."""
         check_tokenizer(self, trainer.processing_class)
         if self.detector == "policy":
             policy = trainer.accelerator.unwrap_model(trainer.model)
             self.reader = as_reader(policy, self.tokenizer)
+        else:
+            self.reader.to(trainer.accelerator.device)
         return self
 
     def _token_ids(self, texts: list[str], completion_ids: list[list[int]] | None
