@@ -193,9 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     against = AGAINST if smollm2 is None else next(iter(SMOL_SITES))
     result = verdict(folders["run"], folders["control"], monitors=[against])
     result.save(out / "verdict.json")
+    from heldout.analysis.curves import plot_run
+    from heldout.analysis.headline import write_headline
+
+    plot_run(folders["run"], control=folders["control"])  # run solid, control dashed
+    write_headline(folders["run"], folders["control"], result)
     print(f"\nverdict: {result.outcome}\n{result.story}\n")
     print(result.table())
-    print(f"\n{time.perf_counter() - start:.0f} s; run folders: "
+    print(f"\n{time.perf_counter() - start:.0f} s; figures in {folders['run'] / 'plots'}; "
+          f"run folders: "
           f"{json.dumps({k: str(v) for k, v in folders.items()})}")
     return 0
 

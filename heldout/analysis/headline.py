@@ -86,8 +86,9 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
         integer_axis(ax.xaxis)
-    ax_rate.legend(fontsize=8, loc="lower left", title="solid = run, dashed = control",
-                   title_fontsize=7, frameon=False)
+    # below the axes, like the other panels: a low misbehavior rate runs along the bottom
+    ax_rate.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
+                   title="solid = run, dashed = control", title_fontsize=7, frameon=False)
     for ax in (ax_mon, ax_re):
         handles, labels = ax.get_legend_handles_labels()
         if handles:

@@ -186,7 +186,9 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
             return
         metrics = {k: float(v) for k, v in logs.items()
                    if k != "loss" and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        line = {"step": int(state.global_step), "loss": float(logs["loss"]), "losses": {},
+        # GRPO's loss hovers near 0 whatever happens; the reward is the curve to read
+        shown = {k: metrics[k] for k in ("reward", "kl") if k in metrics}
+        line = {"step": int(state.global_step), "loss": float(logs["loss"]), "losses": shown,
                 "metrics": metrics}
         with open(self.out / "steps.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

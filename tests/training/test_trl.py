@@ -195,8 +195,18 @@ def test_hooks_and_bridge_readers_write_the_same_records(organism: dict[str, Any
                                                          tmp_path: Path) -> None:
     from heldout.training.trl_callback import HeldoutCallback
 
+    from peft import LoraConfig, get_peft_model
+
     env, tok = organism["env"], organism["tok"]
-    policy = _nudged(organism["model"])
+    torch.manual_seed(0)
+    # a fine-tuned policy with live (random, non-zero) LoRA adapters: the hooks read the
+    # peft model as it runs, the bridge reads a merged copy
+    policy = get_peft_model(_nudged(organism["model"]), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], init_lora_weights=False))
+    ids = torch.tensor([tok("7 , you said 9 : right .")["input_ids"]])
+    with torch.no_grad(), policy.disable_adapter():
+        plain = policy(input_ids=ids).logits
+    assert (policy(input_ids=ids).logits - plain).abs().max() > 0.1  # the adapters matter
     records = {}
     for reader in ("hooks", "bridge"):
         cb = HeldoutCallback(tmp_path / reader, base_model=organism["model"], tokenizer=tok,
