@@ -97,8 +97,8 @@ def main() -> None:
             text += f", {name} recall {own['run']:.2f} (control {own['control']:.2f})"
         return text
 
-    print(f"\n| seed | TRL GRPO verdict | heldout Trainer verdict | TRL evidence | "
-          f"heldout evidence |\n|---|---|---|---|---|")
+    print("\n| seed | TRL GRPO verdict | heldout Trainer verdict | TRL evidence | "
+          "heldout evidence |\n|---|---|---|---|---|")
     for seed, t, h, _ in rows:
         print(f"| {seed} | {t['outcome']} | {h['outcome']} | {evidence(t, example.AGAINST)} | "
               f"{evidence(h, example.AGAINST)} |")

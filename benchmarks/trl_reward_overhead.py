@@ -53,7 +53,11 @@ def main() -> None:
     from heldout.organism.experiment import fit_organism_probes
     from heldout.threads import limit_threads
     from heldout.training import ProbeSpec
-    from heldout.training.trl_rewards import grpo_dataset, probe_reward, task_reward_function
+    from heldout.training.trl_rewards import (
+        grpo_dataset,
+        probe_reward,
+        task_reward_function,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="trl-overhead-"))
     env = organism_environment({"give_in": 0.5})

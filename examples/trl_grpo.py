@@ -97,12 +97,15 @@ def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 4
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import GRPOTrainer
 
+    from heldout.environments.agreement import agreement_environment
     from heldout.organism.environment import organism_environment
     from heldout.training import ProbeSpec
     from heldout.training.trl_callback import HeldoutCallback
-    from heldout.training.trl_rewards import grpo_dataset, probe_reward, task_reward_function
-
-    from heldout.environments.agreement import agreement_environment
+    from heldout.training.trl_rewards import (
+        grpo_dataset,
+        probe_reward,
+        task_reward_function,
+    )
 
     env = organism_environment(organism, seed=seed) if smollm2 is None else \
         agreement_environment(str(smollm2), n_eval=n_eval // 2, seed=seed)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from heldout.errors import ConfigError, ModelLoadError

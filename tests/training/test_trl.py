@@ -193,9 +193,9 @@ def test_bad_input_is_refused_before_any_work(organism: dict[str, Any], tmp_path
 
 def test_hooks_and_bridge_readers_write_the_same_records(organism: dict[str, Any],
                                                          tmp_path: Path) -> None:
-    from heldout.training.trl_callback import HeldoutCallback
-
     from peft import LoraConfig, get_peft_model
+
+    from heldout.training.trl_callback import HeldoutCallback
 
     env, tok = organism["env"], organism["tok"]
     torch.manual_seed(0)
