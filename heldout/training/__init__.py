@@ -21,13 +21,19 @@ _EXPORTS = {
     "make_step_loss": "channels", "RewardStep": "reward", "InterventionStep": "intervention",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "latest_checkpoint": "checkpoint",
+    # TRL: monitors as GRPO rewards, the held-out battery as a TrainerCallback
+    "HeldoutCallback": "trl_callback", "probe_reward": "trl_rewards",
+    "text_monitor_reward": "trl_rewards", "task_reward_function": "trl_rewards",
+    "grpo_dataset": "trl_rewards", "HFHookedModel": "hf_hooks",
 }
 
-__all__ = ['BoundProbe', 'BoundText', 'EvalSets', 'InterventionStep', 'Monitor', 'ProbeSpec',
-           'RewardStep', 'RunResult', 'StepContext', 'StepLoss', 'StepOutput', 'StepResult',
-           'TaskBatch', 'TaskLoss', 'TrainConfig', 'Trainer', 'bind_probe',
-           'bind_text_monitor', 'latest_checkpoint', 'load_checkpoint', 'make_step_loss',
-           'penalty_value', 'save_checkpoint', 'sft_loss', 'train']
+__all__ = ['BoundProbe', 'BoundText', 'EvalSets', 'HFHookedModel', 'HeldoutCallback',
+           'InterventionStep', 'Monitor', 'ProbeSpec', 'RewardStep', 'RunResult',
+           'StepContext', 'StepLoss', 'StepOutput', 'StepResult', 'TaskBatch', 'TaskLoss',
+           'TrainConfig', 'Trainer', 'bind_probe', 'bind_text_monitor', 'grpo_dataset',
+           'latest_checkpoint', 'load_checkpoint', 'make_step_loss', 'penalty_value',
+           'probe_reward', 'save_checkpoint', 'sft_loss', 'task_reward_function',
+           'text_monitor_reward', 'train']
 
 
 def __getattr__(name: str) -> Any:
