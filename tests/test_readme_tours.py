@@ -105,3 +105,22 @@ def test_cli_tour_organism_jobs_parse() -> None:
         assert getattr(args, "func", None), argv
         if "--config" in argv:
             assert (README.parent / argv[argv.index("--config") + 1]).is_file(), argv
+
+
+@pytest.mark.slow
+def test_trl_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TRL section's snippet, shortened to 2 steps, writes a run the verdict reads."""
+    from heldout.analysis.records import read_records
+
+    pytest.importorskip("trl")
+    snippet = blocks("Training with TRL (GRPO), monitored by heldout", "python")
+    assert len(snippet) == 1, "the TRL section's python block moved"
+    assert "max_steps=20, " in snippet[0]
+    monkeypatch.chdir(tmp_path)
+    code = snippet[0].replace("max_steps=20, ", "max_steps=2, ")
+    exec(compile(code, "README.md (Training with TRL)", "exec"),  # noqa: S102
+         {"__name__": "readme_trl"})
+    records = read_records(tmp_path / "runs" / "grpo")
+    assert [r.step for r in records] == [0, 2]
+    assert records[0].monitors["L2"].role == "train_against"
+    assert records[0].monitors["L3"].role == "held_out"
