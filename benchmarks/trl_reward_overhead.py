@@ -80,7 +80,7 @@ def main() -> None:
                                     num_generations=4, max_completion_length=12,
                                     temperature=2.5, learning_rate=1e-3, beta=0.0,
                                     logging_steps=1, save_strategy="no", report_to="none",
-                                    disable_tqdm=True, use_cpu=True)
+                                    disable_tqdm=True, use_cpu=True, bf16=False)
                 trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config,
                                       train_dataset=data, processing_class=tok,
                                       callbacks=[timer])

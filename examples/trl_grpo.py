@@ -82,6 +82,7 @@ def grpo_args(out: Path, *, steps: int, seed: int, device: str, lr: float,
         max_completion_length=max_completion_length, temperature=temperature, beta=0.0, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True,
         gradient_checkpointing=False,  # TRL's default; on CPU it only costs time
+        bf16=device != "cpu",  # TRL's default bf16 autocast is emulated (slow) on most CPUs
         use_cpu=device == "cpu")
 
 

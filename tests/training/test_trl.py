@@ -250,7 +250,7 @@ def test_grpo_with_lora_writes_a_run_the_verdict_reads(organism: dict[str, Any],
                           per_device_train_batch_size=8, num_generations=4,
                           max_completion_length=12, temperature=2.0, learning_rate=1e-2,
                           beta=0.0, logging_steps=1, save_strategy="no", report_to="none",
-                          disable_tqdm=True, use_cpu=True)
+                          disable_tqdm=True, use_cpu=True, bf16=False)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                               train_dataset=grpo_dataset(env), processing_class=tok,
                               callbacks=[cb],
