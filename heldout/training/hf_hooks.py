@@ -30,6 +30,10 @@ _ATTN_NAMES = ("self_attn", "attn", "attention")
 _MLP_NAMES = ("mlp", "feed_forward")
 
 
+class _Stop(Exception):
+    """Ends a forward pass early, once every requested activation was read."""
+
+
 @dataclass(frozen=True)
 class HookName:
     """What a hook function receives as ``hook`` (it reads ``hook.name``)."""
@@ -118,35 +122,49 @@ class HFHookedModel(nn.Module):
         return self.hf_model.get_input_embeddings()  # type: ignore[no-any-return]
 
     def run_with_hooks(self, ids: Tensor, *, fwd_hooks: Sequence[tuple[str, Callable[..., Any]]]
-                       = (), attention_mask: Tensor | None = None) -> Tensor:
+                       = (), attention_mask: Tensor | None = None,
+                       stop_after_hooks: bool = False) -> Tensor | None:
         """Logits of ``ids`` (batch, pos, vocab); each ``(name, fn)`` sees the activation
         at ``name`` as ``fn(acts, hook=HookName(name))``. Hooks read, never replace:
-        a hook that returns a value raises NotImplementedError."""
+        a hook that returns a value raises NotImplementedError. With
+        ``stop_after_hooks`` the forward pass ends once every hook has fired (the later
+        blocks and the unembedding never run) and None is returned."""
         handles = []
+        pending = {name for name, _ in fwd_hooks}
+
+        def fired(name: str) -> None:
+            pending.discard(name)
+            if stop_after_hooks and not pending:
+                raise _Stop
+
         try:
             for name, fn in fwd_hooks:
                 if name not in self._targets:
                     raise ConfigError(f"no hook named {name!r} on this HF model",
                                       fix="resolve names with HookSite.resolve(model)")
                 module, pre = self._targets[name]
-                handles.append(self._register(module, pre, name, fn))
+                handles.append(self._register(module, pre, name, fn, fired))
             out = self.model(input_ids=ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop:
+            return None
         finally:
             for h in handles:
                 h.remove()
         return out.logits  # type: ignore[no-any-return]
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.run_with_hooks(ids, attention_mask=attention_mask)
+        return self.run_with_hooks(ids, attention_mask=attention_mask)  # type: ignore[return-value]
 
     @staticmethod
-    def _register(module: nn.Module, pre: bool, name: str, fn: Callable[..., Any]) -> Any:
+    def _register(module: nn.Module, pre: bool, name: str, fn: Callable[..., Any],
+                  fired: Callable[[str], None]) -> Any:
         hook = HookName(name)
 
         def call(acts: Tensor) -> None:
             if fn(acts, hook=hook) is not None:
                 raise NotImplementedError("HFHookedModel hooks only read activations; "
                                           "edit activations through a TransformerBridge")
+            fired(name)
 
         if pre:
             def pre_hook(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ from heldout.environments.base import Environment, TaskReward
 from heldout.errors import ConfigError, DataError
 from heldout.monitors.spec import TextMonitorSpec
 from heldout.training.config import ProbeSpec
-from heldout.training.hf_hooks import as_reader, frozen_copy
+from heldout.training.hf_hooks import HFHookedModel, as_reader, frozen_copy
 from heldout.training.penalty import BoundProbe, bind_probe, capture
 from heldout.training.proxies import BoundText, bind_text_monitor
 
@@ -211,7 +211,11 @@ class ProbeReward(MonitorReward):
                     ids, attention, response = pad_batch(seqs[start:start + self.batch_size],
                                                          pad_id, device)
                     hooks, captured = capture([self.probe.hook_name], detach=True)
-                    model.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=attention)
+                    if isinstance(model, HFHookedModel):  # no later blocks, no unembedding
+                        model.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=attention,
+                                             stop_after_hooks=True)
+                    else:
+                        model.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=attention)
                     logit = self.probe.example_scores(captured[self.probe.hook_name], response)
                     out.append(torch.sigmoid(logit.float()).cpu().numpy())
         finally:

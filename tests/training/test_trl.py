@@ -77,6 +77,16 @@ def test_hooks_read_what_the_bridge_reads_at_every_site_kind(organism: dict[str,
     for n in names:
         torch.testing.assert_close(c2[n], c1[n], atol=1e-4, rtol=1e-4)
     assert "blocks.1.hook_resid_mid" not in reader.hook_dict  # no module boundary: refused
+    # stopping after the hooks: the same activation, and the last block never runs
+    ran: list[int] = []
+    handle = reader.blocks[3].register_forward_hook(lambda *a: ran.append(1))
+    h3, c3 = capture([names[5]], detach=True)  # blocks.1.hook_out
+    with torch.no_grad():
+        assert reader.run_with_hooks(ids, fwd_hooks=h3, attention_mask=mask,
+                                     stop_after_hooks=True) is None
+    handle.remove()
+    assert not ran and names[5] == "blocks.1.hook_out"
+    torch.testing.assert_close(c3[names[5]], c1[names[5]], atol=1e-4, rtol=1e-4)
 
 
 def test_frozen_probe_reward_is_task_minus_weight_times_probability(
