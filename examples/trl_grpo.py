@@ -81,6 +81,7 @@ def grpo_args(out: Path, *, steps: int, seed: int, device: str, lr: float,
         per_device_train_batch_size=4 * prompts, num_generations=4,  # 4 samples a prompt
         max_completion_length=max_completion_length, temperature=temperature, beta=0.0, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True,
+        lr_scheduler_type="constant",  # as heldout's Trainer (TRL's default decays to 0)
         gradient_checkpointing=False,  # TRL's default; on CPU it only costs time
         bf16=device != "cpu",  # TRL's default bf16 autocast is emulated (slow) on most CPUs
         use_cpu=device == "cpu")
@@ -137,8 +138,9 @@ def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 4
     trainer = GRPOTrainer(model=model, reward_funcs=reward, train_dataset=grpo_dataset(env),
                           args=grpo_args(out, steps=steps, seed=seed, device=device, lr=lr,
                                          temperature=temperature,
-                                         # SmolLM2 answers "Yes." / "No.": a few tokens
-                                         max_completion_length=12 if smollm2 is None else 6,
+                                         # the organism's 8-token answers + EOS, as
+                                         # heldout's max_new_tokens=8; SmolLM2's "Yes."
+                                         max_completion_length=9 if smollm2 is None else 6,
                                          prompts=4 if smollm2 is None else 2),
                           processing_class=tokenizer, callbacks=[callback],
                           peft_config=peft_config)
