@@ -63,6 +63,10 @@ def grpo_dataset(data: Environment | Sequence[Example], *, split: str = "train")
     if any(r["prompt"] in (None, "") for r in rows):
         raise DataError("an example has neither chat messages nor a prompt",
                         fix="give every training example a prompt to sample from")
+    if len({isinstance(r["prompt"], str) for r in rows}) > 1:
+        raise DataError("some examples have chat messages and others a raw prompt; TRL "
+                        "treats a dataset as all chat or all text",
+                        fix="give every training example messages, or every one a prompt")
     return Dataset.from_list(rows)
 
 

@@ -285,3 +285,17 @@ def test_grpo_with_lora_writes_a_run_the_verdict_reads(organism: dict[str, Any],
     result = verdict(folders["run"], folders["control"], monitors=["L2"])
     assert result.outcome in ("honest", "blatant", "obfuscated_policy", "obfuscated_activations")
     assert json.loads((folders["run"] / "config.json").read_text())["engine"] == "trl"
+
+
+def test_grpo_dataset_refuses_mixed_prompts(organism: dict[str, Any]) -> None:
+    from heldout.data import Example
+    from heldout.errors import DataError
+    from heldout.training.trl_rewards import grpo_dataset
+
+    chat = list(organism["env"].train)[:3]
+    data = grpo_dataset(chat)
+    assert data["example_id"] == [e.id for e in chat]
+    assert data["prompt"][0] == [dict(m) for m in chat[0].messages]
+    raw = Example(id="raw", label=0, response="x", prompt="tell me 2 plus 2 .")
+    with pytest.raises(DataError, match="some examples have chat messages"):
+        grpo_dataset(chat + [raw])
