@@ -64,6 +64,9 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
         (``train_against`` for the ones the rewards use, ``held_out`` for the rest).
     eval_every : evaluate every N optimizer steps (and at steps 0 and the last).
     n_eval : at most this many examples from each evaluation set.
+    resume : continue a run folder when the trainer resumes from a checkpoint
+        (``trainer.train(resume_from_checkpoint=...)``): records past the checkpoint's
+        step are dropped, so the logs read as one uninterrupted run.
 
     DataError before any work when the environment has no evaluation sets or no
     labeler; ConfigError for a bad reader, an occupied folder, or (at train start) a
@@ -76,7 +79,7 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
                  fpr: float = 0.01, n_eval: int = 200, max_new_tokens: int = 8,
                  reader: str = "hooks", batch_size: int = 256,
                  loaded_probes: dict[str, Any] | None = None, plots: bool = True,
-                 progress: bool = True, seed: int = 0) -> None:
+                 progress: bool = True, seed: int = 0, resume: bool = False) -> None:
         if environment is None or environment.eval is None or len(environment.eval) == 0:
             raise DataError("the held-out callback was given no evaluation sets",
                             fix="pass environment= with eval, control (and forced) sets")
@@ -95,10 +98,15 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
             raise ConfigError("the callback was given no probes and no text monitors",
                               fix="pass probes=[ProbeSpec(...)] and/or monitors=[...]")
         self.out = Path(out)
-        if read_jsonl(self.out / "evals.jsonl") if (self.out / "evals.jsonl").is_file() \
-                else False:
+        evals = self.out / "evals.jsonl"
+        if evals.is_file() and read_jsonl(evals) and not resume:
             raise ConfigError(f"{self.out} already holds a monitored run",
-                              fix="choose another output folder")
+                              fix="choose another output folder, or pass resume=True when "
+                                  "the trainer resumes from one of its checkpoints")
+        if resume and not (evals.is_file() and read_jsonl(evals)):
+            raise ConfigError(f"nothing to resume: {self.out} holds no evaluations",
+                              fix="start the run without resume=True")
+        self.resume = resume
         sets = EvalSets(eval=_head(environment.eval, n_eval),
                         control=_head(environment.control, n_eval),
                         forced=_head(environment.forced, n_eval))
@@ -171,9 +179,20 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
                          max_steps=int(state.max_steps))
         (self.out / "config.json").write_text(json.dumps(described, indent=2) + "\n",
                                               encoding="utf-8")
+        if self.resume:
+            self._truncate(int(state.global_step))
         if self.last_step is None:
             (self.out / "steps.jsonl").touch()
             self.evaluate(model, int(state.global_step))
+
+    def _truncate(self, step: int) -> None:
+        """Drop log records past ``step`` (the checkpoint resumed from)."""
+        for name in ("steps.jsonl", "evals.jsonl"):
+            path = self.out / name
+            kept = [r for r in read_jsonl(path) if r["step"] <= step] if path.is_file() else []
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        evaluated = [r["step"] for r in read_jsonl(self.out / "evals.jsonl")]
+        self.last_step = evaluated[-1] if evaluated else None
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
                     **kwargs: Any) -> None:

@@ -299,3 +299,53 @@ def test_grpo_dataset_refuses_mixed_prompts(organism: dict[str, Any]) -> None:
     raw = Example(id="raw", label=0, response="x", prompt="tell me 2 plus 2 .")
     with pytest.raises(DataError, match="some examples have chat messages"):
         grpo_dataset(chat + [raw])
+
+
+@pytest.mark.slow
+def test_a_resumed_grpo_run_continues_its_records(organism: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """Interrupted after a checkpoint at step 2 (and one more step), resumed: the run
+    folder reads as one uninterrupted run."""
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from heldout.errors import ConfigError
+    from heldout.training.trl_callback import HeldoutCallback
+    from heldout.training.trl_rewards import grpo_dataset, probe_reward
+
+    env, tok = organism["env"], organism["tok"]
+
+    class Interrupt(TrainerCallback):  # type: ignore[misc]
+        """Stops the run after step 3 was logged and evaluated (past the checkpoint)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    def trainer(callbacks: list[Any], resume: bool) -> Any:
+        model = AutoModelForCausalLM.from_pretrained(env.model)
+        watch = HeldoutCallback(tmp_path / "run", base_model=model, tokenizer=tok,
+                                environment=env, probes=_specs(organism), eval_every=1,
+                                n_eval=40, progress=False, plots=False, resume=resume)
+        args = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=4, seed=0,
+                          per_device_train_batch_size=8, num_generations=4,
+                          max_completion_length=9, temperature=2.0, learning_rate=1e-3,
+                          beta=0.0, logging_steps=1, save_steps=2, report_to="none",
+                          disable_tqdm=True, use_cpu=True, bf16=False)
+        reward = probe_reward(_specs(organism)[0], model, environment=env, tokenizer=tok)
+        return GRPOTrainer(model=model, reward_funcs=reward, args=args,
+                           train_dataset=grpo_dataset(env), processing_class=tok,
+                           callbacks=[watch, *callbacks])
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer([Interrupt()], resume=False).train()
+    logged = (tmp_path / "run" / "steps.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in logged] == [1, 2, 3]  # step 3 is past the checkpoint
+    with pytest.raises(ConfigError, match="already holds a monitored run"):
+        trainer([], resume=False)
+    trainer([], resume=True).train(resume_from_checkpoint=str(tmp_path / "trl" / "checkpoint-2"))
+    evals = [json.loads(x)["step"] for x in (tmp_path / "run" / "evals.jsonl").read_text()
+             .splitlines()]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "steps.jsonl").read_text()
+             .splitlines()]
+    assert evals == [0, 1, 2, 3, 4] and steps == [1, 2, 3, 4]
