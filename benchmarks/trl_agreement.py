@@ -41,7 +41,7 @@ def load_example() -> Any:
 
 
 def heldout_arm(out: Path, files: dict[str, Path], example: Any, *, seed: int, steps: int,
-                lr: float, temperature: float, organism: dict[str, Any]) -> Any:
+                lr: float, temperature: float, organism: dict[str, Any], kl: float) -> Any:
     from heldout.organism.experiment import run_pair
     from heldout.training import ProbeSpec, TrainConfig
 
@@ -51,7 +51,7 @@ def heldout_arm(out: Path, files: dict[str, Path], example: Any, *, seed: int, s
     config = TrainConfig(out=str(out), environment="organism", organism=organism,
                          mode="reward", reward_samples=4, reward_detector="frozen",
                          reward_temperature=temperature, probes=probes, steps=steps,
-                         batch_size=4, lr=lr, eval_every=steps // 2,
+                         batch_size=4, lr=lr, kl_weight=kl, eval_every=steps // 2,
                          checkpoint_every=steps, n_eval=200, seed=seed, plots=False)
     return run_pair(config, progress=False).verdict
 
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=2.5)
+    parser.add_argument("--kl", type=float, default=0.0, help="β (TRL) = kl_weight (heldout)")
     parser.add_argument("--out", default=None, help="keep the run folders here")
     args = parser.parse_args()
     from heldout.analysis.verdict import verdict
@@ -78,12 +79,12 @@ def main() -> None:
             trl = {arm: example.run_arm(root / f"trl-{seed}" / arm, arm=arm, probe_files=files,
                                         steps=args.steps, seed=seed, lr=args.lr,
                                         eval_every=args.steps // 2, organism=organism,
-                                        temperature=args.temperature)
+                                        temperature=args.temperature, kl=args.kl)
                    for arm in ("control", "run")}
             trl_v = verdict(trl["run"], trl["control"], monitors=[example.AGAINST])
             own_v = heldout_arm(root / f"heldout-{seed}", files, example, seed=seed,
                                 steps=args.steps, lr=args.lr, temperature=args.temperature,
-                                organism=organism)
+                                organism=organism, kl=args.kl)
             rows.append((seed, trl_v.to_dict(), own_v, time.perf_counter() - start))
             print(f"seed {seed}: TRL {trl_v.outcome}, heldout {own_v['outcome']} "
                   f"({rows[-1][3]:.0f} s)", flush=True)

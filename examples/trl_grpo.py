@@ -73,14 +73,16 @@ def fit_smollm2_probes(out: Path, folder: Path) -> dict[str, Path]:
 
 
 def grpo_args(out: Path, *, steps: int, seed: int, device: str, lr: float,
-              temperature: float, max_completion_length: int = 12, prompts: int = 4) -> Any:
+              temperature: float, max_completion_length: int = 12, prompts: int = 4,
+              kl: float = 0.0) -> Any:
+    """TRL's settings for one arm: ``prompts`` prompts x 4 samples a step, β = ``kl``."""
     from trl import GRPOConfig
 
     return GRPOConfig(
         output_dir=str(out / "trl"), max_steps=steps, seed=seed, learning_rate=lr,
-        per_device_train_batch_size=4 * prompts, num_generations=4,  # 4 samples a prompt
-        max_completion_length=max_completion_length, temperature=temperature, beta=0.0, logging_steps=1,
-        save_strategy="no", report_to="none", disable_tqdm=True,
+        per_device_train_batch_size=4 * prompts, num_generations=4,
+        max_completion_length=max_completion_length, temperature=temperature, beta=kl,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         lr_scheduler_type="constant",  # as heldout's Trainer (TRL's default decays to 0)
         gradient_checkpointing=False,  # TRL's default; on CPU it only costs time
         bf16=device != "cpu",  # TRL's default bf16 autocast is emulated (slow) on most CPUs
@@ -92,7 +94,7 @@ def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 4
             lora: bool = False, eval_every: int = 20, n_eval: int = 200,
             device: str = "cpu", lr: float = 3e-4, reader: str = "hooks",
             organism: dict[str, Any] | None = None, temperature: float = 1.0,
-            smollm2: Path | None = None) -> Path:
+            smollm2: Path | None = None, kl: float = 0.0) -> Path:
     """Train one arm (``control`` or ``run``) with GRPO; returns its run folder. With
     ``smollm2`` (its converted folder): SmolLM2 on the agreement task, LoRA on its
     attention projections."""
@@ -141,7 +143,7 @@ def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 4
                                          # the organism's 8-token answers + EOS, as
                                          # heldout's max_new_tokens=8; SmolLM2's "Yes."
                                          max_completion_length=9 if smollm2 is None else 6,
-                                         prompts=4 if smollm2 is None else 2),
+                                         prompts=4 if smollm2 is None else 2, kl=kl),
                           processing_class=tokenizer, callbacks=[callback],
                           peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # heldout prints one line per evaluation
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                              "needs a policy that varies)")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--kl", type=float, default=0.0, help="β, KL to the start")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                             lora=args.lora or smollm2 is not None, eval_every=args.eval_every,
                             n_eval=args.n_eval, device=args.device, lr=args.lr,
                             organism=organism, temperature=args.temperature,
-                            smollm2=smollm2)
+                            smollm2=smollm2, kl=args.kl)
                for arm in ("control", "run")}
     against = AGAINST if smollm2 is None else next(iter(SMOL_SITES))
     result = verdict(folders["run"], folders["control"], monitors=[against])
