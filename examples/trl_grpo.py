@@ -17,7 +17,7 @@ wrong sum; the task reward pays agreement), probes at layers 12 (trained against
 every ``--eval-every`` steps and writes heldout run folders, so the verdict is
 heldout's usual one::
 
-    python examples/trl_grpo.py --out runs/trl-grpo                   # ~3 min on 2 cores
+    python examples/trl_grpo.py --out runs/trl-grpo                   # ~80 s on 2 cores
     python examples/trl_grpo.py --out runs/trl-grpo-lora --lora
     python examples/trl_grpo.py --out runs/trl-smollm2 --model smollm2 --steps 24 \
         --eval-every 12 --n-eval 32 --lr 5e-4 --temperature 1 --kl 0   # ~20 min
