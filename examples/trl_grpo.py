@@ -125,9 +125,13 @@ def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 4
     against = ProbeSpec(str(probe_files[names[0]]), name=names[0], role="train_against",
                         weight=weight)
     held = ProbeSpec(str(probe_files[names[1]]), name=names[1])
+    # the control trains against nothing: there the same probe only watches
+    watched = [against if arm == "run" else ProbeSpec(against.path, name=names[0]), held]
     # the callback copies the starting model now, before TRL (and peft) change it
     callback = HeldoutCallback(out, base_model=model, tokenizer=tokenizer, environment=env,
-                               probes=[against, held], eval_every=eval_every,
+                               probes=watched, eval_every=eval_every,
+                               frozen_detector=[names[0]]
+                               if arm == "run" and detector == "frozen" else [],
                                n_eval=n_eval, reader=reader, seed=seed,
                                batch_size=256 if smollm2 is None else 16)
     if arm == "run":

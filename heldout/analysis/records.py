@@ -85,13 +85,19 @@ class MonitorRecord:
     """Probe: the token selection."""
     part: str | None = None
     """Text monitor: the response part it reads (``cot``, ``answer``, ``all``)."""
+    reads: str = "policy"
+    """Probe trained against: where its training signal was read. ``policy``: the
+    trained model's activations (gradient, or a live-detector reward); ``base``: the
+    frozen base model reading the trained model's text (a frozen-detector reward), so
+    like a text monitor only the text could evade it."""
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "monitor record") -> MonitorRecord:
         d = _strict(cls, data, what)
         for key, allowed in (("kind", ("probe", "text")), ("role", ("train_against",
-                                                                    "held_out"))):
-            if d[key] not in allowed:
+                                                                    "held_out")),
+                             ("reads", ("policy", "base"))):
+            if d.get(key, "policy") not in allowed:
                 raise DataError(f"{what}: {key} is {d[key]!r}",
                                 fix=f"{key} must be one of {', '.join(allowed)}")
         for key in ("fixed", "forced", "own", "cross_model"):

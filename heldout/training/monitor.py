@@ -30,7 +30,7 @@ Own outputs are generated with a KV cache (:mod:`heldout.generation`). The recor
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from heldout.analysis.metrics import auroc, threshold_at_fpr
 from heldout.analysis.records import EvalRecord, MonitorRecord, RetrainedRecord, SetMetrics
 from heldout.data import Dataset, Example, TokenizedExample, prompt_token_ids, tokenize_dataset
 from heldout.environments.base import Labeler
-from heldout.errors import DataError
+from heldout.errors import ConfigError, DataError
 from heldout.training.penalty import BoundProbe, capture
 from heldout.training.proxies import BoundText
 
@@ -212,13 +212,23 @@ class Monitor:
     texts : bound text monitors (trained against and held out).
     labeler : grades own outputs; without one, behaviour metrics are None and the
         ``own`` / ``cross_model`` sets are skipped (nothing is generated).
+    read_on_base : names of probes trained against whose training signal was read on
+        the frozen base model (a frozen-detector reward); their records say
+        ``reads="base"``, and the verdict judges them by the cross-model check.
     """
 
     def __init__(self, base_model: Any, probes: Sequence[BoundProbe], sets: EvalSets, *,
                  texts: Sequence[BoundText] = (), labeler: Labeler | None = None,
                  fpr: float = 0.01, batch_size: int = 256, max_new_tokens: int = 8,
-                 seed: int = 0) -> None:
+                 seed: int = 0, read_on_base: Collection[str] = ()) -> None:
         sets.check()
+        against = {p.name for p in probes if p.spec.role == "train_against"}
+        stray = sorted(set(read_on_base) - against)
+        if stray:
+            raise ConfigError(f"read_on_base names {', '.join(stray)}, which are not probes "
+                              "trained against", fix=f"name probes among: "
+                                                      f"{', '.join(sorted(against)) or 'none'}")
+        self.read_on_base = frozenset(read_on_base)
         self.base = base_model
         self.probes = list(probes)
         self.texts = list(texts)
@@ -335,6 +345,7 @@ class Monitor:
                 cross = _metrics(y_own, own_pass.ref_scores[p.name], t_base, t_base)
             monitors[p.name] = MonitorRecord(
                 kind="probe", role=p.spec.role, site=str(p.site), selection=p.selection,
+                reads="base" if p.name in self.read_on_base else "policy",
                 threshold_base=t_base, threshold_cur=t_cur,
                 control_fpr_base=float((s_c > t_base).mean()),
                 fixed=_metrics(y_e, s[sl_e], t_base, t_cur),

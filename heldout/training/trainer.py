@@ -174,9 +174,12 @@ class Trainer:
         self.step_count = 0
         self.labeler = env.labeler
         self.step_loss = step_loss
+        # a frozen-detector channel trains against the base model reading the text
+        frozen = config.mode != "gradient" and config.reward_detector == "frozen"
         self.monitor = Monitor(self.reference, self.probes, sets, texts=self.texts,
                                labeler=env.labeler, fpr=config.fpr,
-                               max_new_tokens=config.max_new_tokens, seed=config.seed)
+                               max_new_tokens=config.max_new_tokens, seed=config.seed,
+                               read_on_base=[p.name for p in self.against] if frozen else ())
         self.context = StepContext(
             config=config, model=self.model, forward=self.forward, reference=self.reference,
             tokenizer=tok, pad_id=self.pad_id, device=self.device, examples=self.examples,

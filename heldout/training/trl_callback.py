@@ -64,6 +64,9 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
         (``train_against`` for the ones the rewards use, ``held_out`` for the rest).
     eval_every : evaluate every N optimizer steps (and at steps 0 and the last).
     n_eval : at most this many examples from each evaluation set.
+    frozen_detector : names of probes trained against through a frozen-detector reward
+        (``probe_reward(..., detector="frozen")``): the verdict then judges them by the
+        base model reading the policy's text, the signal the policy was trained against.
     resume : continue a run folder when the trainer resumes from a checkpoint
         (``trainer.train(resume_from_checkpoint=...)``): records past the checkpoint's
         step are dropped, so the logs read as one uninterrupted run.
@@ -79,7 +82,8 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
                  fpr: float = 0.01, n_eval: int = 200, max_new_tokens: int = 8,
                  reader: str = "hooks", batch_size: int = 256,
                  loaded_probes: dict[str, Any] | None = None, plots: bool = True,
-                 progress: bool = True, seed: int = 0, resume: bool = False) -> None:
+                 progress: bool = True, seed: int = 0, resume: bool = False,
+                 frozen_detector: Sequence[str] = ()) -> None:
         if environment is None or environment.eval is None or len(environment.eval) == 0:
             raise DataError("the held-out callback was given no evaluation sets",
                             fix="pass environment= with eval, control (and forced) sets")
@@ -97,6 +101,12 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
         if not probes and not monitors:
             raise ConfigError("the callback was given no probes and no text monitors",
                               fix="pass probes=[ProbeSpec(...)] and/or monitors=[...]")
+        against = {s.label for s in probes if s.role == "train_against"}
+        stray = sorted(set(frozen_detector) - against)
+        if stray:
+            raise ConfigError(f"frozen_detector names {', '.join(stray)}, which are not "
+                              "probes trained against", fix="name probes with "
+                              f"role='train_against': {', '.join(sorted(against)) or 'none'}")
         self.out = Path(out)
         evals = self.out / "evals.jsonl"
         if evals.is_file() and read_jsonl(evals) and not resume:
@@ -120,7 +130,8 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
                  for s in monitors]
         self.monitor = Monitor(base, bound, sets, texts=texts, labeler=environment.labeler,
                                fpr=fpr, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens, seed=seed)
+                               max_new_tokens=max_new_tokens, seed=seed,
+                               read_on_base=frozen_detector)
         self.environment = environment
         self.eval_every = eval_every
         self.reader = reader
@@ -131,6 +142,7 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
             "eval_every": eval_every, "fpr": fpr, "n_eval": n_eval,
             "max_new_tokens": max_new_tokens,
             "probes": [s.to_dict() for s in probes],
+            "frozen_detector": list(frozen_detector),
             "monitors": [s.to_dict() for s in monitors]}
         self.last_step: int | None = None
 

@@ -64,6 +64,12 @@ def test_frozen_detector_scores_depend_on_text_only(tiny_config, tiny_env) -> No
     assert torch.allclose(step._score(trainer.context, got)[2]["prob/l1"], before)
     live = replace(step, detector="live")
     assert not torch.allclose(live._score(trainer.context, got)[2]["prob/l1"], before)
+    # the records say where the trained-against probe's signal was read, for the verdict
+    monitors = trainer.evaluate()["monitors"]
+    assert monitors["l1"]["reads"] == "base" and monitors["l2"]["reads"] == "policy"
+    live_trainer = Trainer(tiny_config.replace(mode="reward", out=str(tiny_config.out) + "-live"),
+                           environment=tiny_env, progress=False)
+    assert live_trainer.evaluate()["monitors"]["l1"]["reads"] == "policy"
 
 
 def test_text_monitor_penalizes_and_screening_drops_what_it_flags(tiny_config, tiny_env

@@ -198,6 +198,10 @@ def test_bad_input_is_refused_before_any_work(organism: dict[str, Any], tmp_path
     with pytest.raises(DataError, match="given no evaluation sets"):
         HeldoutCallback(tmp_path / "cb", base_model=model, tokenizer=tok, environment=None,
                         probes=_specs(organism))
+    with pytest.raises(ConfigError, match="frozen_detector names L3, which are not probes "
+                                          "trained against"):
+        HeldoutCallback(tmp_path / "cb", base_model=model, tokenizer=tok, environment=env,
+                        probes=_specs(organism), frozen_detector=["L3"])
     assert not (tmp_path / "cb").exists()
 
 
@@ -241,6 +245,7 @@ def test_grpo_with_lora_writes_a_run_the_verdict_reads(organism: dict[str, Any],
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
+    from heldout.analysis.records import read_records
     from heldout.analysis.verdict import verdict
     from heldout.training.trl_callback import HeldoutCallback
     from heldout.training.trl_rewards import grpo_dataset, probe_reward
@@ -252,7 +257,8 @@ def test_grpo_with_lora_writes_a_run_the_verdict_reads(organism: dict[str, Any],
         start = {k: v.clone() for k, v in model.state_dict().items()}
         cb = HeldoutCallback(tmp_path / arm, base_model=model, tokenizer=tok, environment=env,
                              probes=_specs(organism), eval_every=2, n_eval=40,
-                             progress=False, plots=False)
+                             progress=False, plots=False,
+                             frozen_detector=["L2"] if arm == "run" else [])
         reward = probe_reward(_specs(organism)[0], model, environment=env, tokenizer=tok,
                               returns="penalized" if arm == "run" else "score",
                               weight=3.0 if arm == "run" else None)
@@ -281,6 +287,8 @@ def test_grpo_with_lora_writes_a_run_the_verdict_reads(organism: dict[str, Any],
         assert steps == [0, 2, 3]
         logged = (tmp_path / arm / "steps.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in logged] == [1, 2, 3]
+        reads = read_records(tmp_path / arm)[-1].monitors["L2"].reads
+        assert reads == ("base" if arm == "run" else "policy")
         folders[arm] = tmp_path / arm
     result = verdict(folders["run"], folders["control"], monitors=["L2"])
     assert result.outcome in ("honest", "blatant", "obfuscated_policy", "obfuscated_activations")
