@@ -158,13 +158,22 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
         return load_model(copy, tokenizer=self.tokenizer, device=device)
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
-        """Evaluate ``model`` now and append the record to ``evals.jsonl``."""
-        policy = self.policy_reader(model)
-        device = next(policy.parameters()).device
+        """Evaluate ``model`` now and append the record to ``evals.jsonl``. Every RNG is
+        left as it was, so watching a run does not change its samples."""
+        import random
+
+        import numpy as np
+        import torch
+
+        device = next(model.parameters()).device
         if next(self.monitor.base.parameters()).device != device:
             # the trainer moved the policy (to its GPU) after the base was copied
             self.monitor.base.to(device)
-        record = self.monitor.evaluate(policy, step)
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            record = self.monitor.evaluate(self.policy_reader(model), step)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "evals.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_dict()) + "\n")

@@ -226,7 +226,10 @@ def test_hooks_and_bridge_readers_write_the_same_records(organism: dict[str, Any
         cb = HeldoutCallback(tmp_path / reader, base_model=organism["model"], tokenizer=tok,
                              environment=env, probes=_specs(organism), n_eval=80,
                              reader=reader, progress=False)
+        torch.manual_seed(7)
+        rng = torch.get_rng_state()
         records[reader] = cb.evaluate(policy, step=5)
+        assert torch.equal(torch.get_rng_state(), rng)  # watching leaves TRL's samples alone
     a, b = records["hooks"], records["bridge"]
     assert a["misbehavior_rate"] == b["misbehavior_rate"] and a["n_own"] == 80
     for name in ("L2", "L3"):
