@@ -187,6 +187,12 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
     # -- trainer events -------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        processing_class: Any = None, **kwargs: Any) -> None:
+        zero3 = getattr(args, "hf_deepspeed_config", None)
+        if getattr(args, "fsdp", None) or (zero3 is not None and zero3.is_zero3()):
+            raise ConfigError("HeldoutCallback cannot read a sharded policy (FSDP or "
+                              "DeepSpeed ZeRO-3): each rank holds a shard of the weights",
+                              fix="train with DDP (accelerate launch without FSDP) or "
+                                  "ZeRO-1/2, or evaluate saved checkpoints separately")
         if processing_class is not None and not same_tokenizer(processing_class,
                                                                 self.tokenizer):
             raise ConfigError("the trainer's tokenizer is not the base model's tokenizer, "

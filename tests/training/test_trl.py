@@ -203,6 +203,18 @@ def test_bad_input_is_refused_before_any_work(organism: dict[str, Any], tmp_path
         HeldoutCallback(tmp_path / "cb", base_model=model, tokenizer=tok, environment=env,
                         probes=_specs(organism), frozen_detector=["L3"])
     assert not (tmp_path / "cb").exists()
+    from types import SimpleNamespace
+
+    watch = HeldoutCallback(tmp_path / "cb", base_model=model, tokenizer=tok,
+                            environment=env, probes=_specs(organism))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=2)
+    with pytest.raises(ConfigError, match="cannot read a sharded policy"):
+        watch.on_train_begin(SimpleNamespace(fsdp=["full_shard"], seed=0, learning_rate=0.1),
+                             state, None, model=model, processing_class=tok)
+    with pytest.raises(ConfigError, match="trainer's tokenizer is not the base model's"):
+        watch.on_train_begin(SimpleNamespace(fsdp="", seed=0, learning_rate=0.1), state,
+                             None, model=model, processing_class=other)
+    assert not (tmp_path / "cb").exists()  # refused before anything was written
 
 
 def test_hooks_and_bridge_readers_write_the_same_records(organism: dict[str, Any],
