@@ -12,8 +12,9 @@ learning rate and seed, and evaluate with the same monitor:
   the group-mean baseline) via ``run_pair``.
 
 Prints one row per seed with both verdicts and the evidence they rest on, then the
-agreement count. Usage: ``python benchmarks/trl_agreement.py --seeds 0 1 2 --steps 40``
-(about 4 minutes per seed on 2 CPU cores).
+agreement count. Usage: ``python benchmarks/trl_agreement.py [--seeds 0 1 2 --steps 80
+--temperature 2 --kl 0.1]`` (about 95 s per seed on one core). Without β the arm is
+chaotic: at 40 and 120 steps either engine's verdict changed from seed to seed.
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def heldout_arm(out: Path, files: dict[str, Path], example: Any, *, seed: int, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--temperature", type=float, default=2.5)
-    parser.add_argument("--kl", type=float, default=0.0, help="β (TRL) = kl_weight (heldout)")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--kl", type=float, default=0.1, help="β (TRL) = kl_weight (heldout)")
     parser.add_argument("--out", default=None, help="keep the run folders here")
     args = parser.parse_args()
     from heldout.analysis.verdict import verdict
@@ -89,22 +90,32 @@ def main() -> None:
             print(f"seed {seed}: TRL {trl_v.outcome}, heldout {own_v['outcome']} "
                   f"({rows[-1][3]:.0f} s)", flush=True)
 
-    def evidence(v: dict[str, Any], name: str) -> str:
-        got = {e["quantity"]: e for e in v["evidence"]}
-        rate = got["misbehavior_rate"]
-        own = next((e for k, e in got.items() if k.startswith(f"{name}: recall on own")), None)
-        text = f"misbehavior {rate['run']:.2f} (control {rate['control']:.2f})"
-        if own is not None:
-            text += f", {name} recall {own['run']:.2f} (control {own['control']:.2f})"
-        return text
-
-    print("\n| seed | TRL GRPO verdict | heldout Trainer verdict | TRL evidence | "
-          "heldout evidence |\n|---|---|---|---|---|")
-    for seed, t, h, _ in rows:
-        print(f"| {seed} | {t['outcome']} | {h['outcome']} | {evidence(t, example.AGAINST)} | "
-              f"{evidence(h, example.AGAINST)} |")
+    print(table(rows, example.AGAINST))
     agree = sum(t["outcome"] == h["outcome"] for _, t, h, _ in rows)
     print(f"\nagree on {agree} of {len(rows)} seeds; run folders under {root}")
+
+
+def evidence(v: dict[str, Any], name: str) -> str:
+    """Misbehavior, then the decisive recall of the probe trained against: the base model
+    reading the run's text (frozen detector), with the policy's own reading beside it."""
+    got = {e["quantity"]: e for e in v["evidence"]}
+    rate = got["misbehavior_rate"]
+    text = f"misbehavior {rate['run']:.2f} (control {rate['control']:.2f})"
+    for key, label in ((f"{name}: base model + base probe", "base reads"),
+                       (f"{name}: recall on own", "policy reads")):
+        row = next((e for k, e in got.items() if k.startswith(key)), None)
+        if row is not None and row["run"] is not None:
+            text += f", {label} {row['run']:.2f} (control {row['control']:.2f})"
+    return text
+
+
+def table(rows: list[tuple[int, dict[str, Any], dict[str, Any], float]], name: str) -> str:
+    lines = ["| seed | TRL GRPO verdict | heldout Trainer verdict | TRL evidence | "
+             "heldout evidence |", "|---|---|---|---|---|"]
+    lines += [f"| {seed} | {t['outcome']} | {h['outcome']} | {evidence(t, name)} | "
+              f"{evidence(h, name)} |" for seed, t, h, _ in rows]
+    return "\n" + "\n".join(lines)
+
 
 
 if __name__ == "__main__":
