@@ -95,12 +95,12 @@ def grpo_args(out: Path, *, steps: int, seed: int, device: str, lr: float,
         use_cpu=device == "cpu")
 
 
-def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 40,
+def run_arm(out: Path, *, arm: str, probe_files: dict[str, Path], steps: int = 80,
             seed: int = 0, weight: float = 3.0, detector: str = "frozen",
-            lora: bool = False, eval_every: int = 20, n_eval: int = 200,
-            device: str = "cpu", lr: float = 3e-4, reader: str = "hooks",
-            organism: dict[str, Any] | None = None, temperature: float = 1.0,
-            smollm2: Path | None = None, kl: float = 0.0) -> Path:
+            lora: bool = False, eval_every: int = 40, n_eval: int = 200,
+            device: str = "cpu", lr: float = 1e-3, reader: str = "hooks",
+            organism: dict[str, Any] | None = None, temperature: float = 2.0,
+            smollm2: Path | None = None, kl: float = 0.1) -> Path:
     """Train one arm (``control`` or ``run``) with GRPO; returns its run folder. With
     ``smollm2`` (its converted folder): SmolLM2 on the agreement task, LoRA on its
     attention projections."""
