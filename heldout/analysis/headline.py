@@ -25,10 +25,11 @@ def _points(records: list[EvalRecord], get: Any) -> tuple[list[int], list[float]
     return xs, ys
 
 
-def _own_recall(name: str) -> Any:
+def _own_recall(name: str, on: str = "own") -> Any:
     def get(rec: EvalRecord) -> float | None:
         mon = rec.monitors.get(name)
-        return None if mon is None or mon.own is None else mon.own.recall_base
+        metrics = None if mon is None else getattr(mon, on)
+        return None if metrics is None else metrics.recall_base
     return get
 
 
@@ -44,6 +45,10 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
     ctl = read_records(control) if control is not None else []
     names = list(recs[-1].monitors) if recs else []
     colors = colors or MonitorColors(names)
+    # a frozen-detector probe was trained against through the base model reading the
+    # text: that reading is its line (in the control too), as the verdict judges it
+    on_base = {n for n, m in (recs[-1].monitors.items() if recs else ())
+               if m.reads == "base"}
     fig, axes = new_figure(14, 4.2, 1, 3)
     ax_rate, ax_mon, ax_re = axes[0]
     for records, ls, which in ((recs, "-", "run"), (ctl, "--", "control")):
@@ -53,9 +58,12 @@ def plot_headline(run: Any, control: Any = None, verdict: Any = None,
         ax_rate.plot(xs, ys, ls, color="black", marker=".", label=which)
         last = records[-1]
         for name, mon in last.monitors.items():
-            xs, ys = _points(records, _own_recall(name))
+            xs, ys = _points(records, _own_recall(
+                name, "cross_model" if name in on_base else "own"))
             thick = mon.role == "train_against"
             role = "trained against" if thick else "held out"
+            if name in on_base:
+                role += ", base model reads the text"
             # trained-against drawn on top: at 0 it would hide under held-out lines
             ax_mon.plot(xs, ys, ls, color=colors.color(name), lw=2.6 if thick else 1.2,
                         marker="o" if thick else ".", ms=5 if thick else 3,
