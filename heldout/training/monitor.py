@@ -43,7 +43,7 @@ from heldout.activations.selection import select_tokens
 from heldout.analysis.metrics import auroc, threshold_at_fpr
 from heldout.analysis.records import EvalRecord, MonitorRecord, RetrainedRecord, SetMetrics
 from heldout.data import Dataset, Example, TokenizedExample, prompt_token_ids, tokenize_dataset
-from heldout.environments.base import Labeler
+from heldout.environments.base import Environment, Labeler
 from heldout.errors import ConfigError, DataError
 from heldout.training.penalty import BoundProbe, capture
 from heldout.training.proxies import BoundText
@@ -59,6 +59,20 @@ class EvalSets:
     """Benign examples (label 0) for calibrating thresholds."""
     forced: Dataset | None = None
     """Teacher-forced misbehaving examples (label 1), or None."""
+
+    @classmethod
+    def first(cls, environment: Environment, n: int) -> EvalSets:
+        """The environment's evaluation, control and forced sets, each cut to its first
+        ``n`` examples (0: all of them); checked (DataError)."""
+        def head(data: Dataset | None) -> Any:
+            if data is None or n <= 0 or len(data) <= n:
+                return data
+            return Dataset(tuple(data.examples[:n]), source=data.source)
+
+        sets = cls(eval=head(environment.eval), control=head(environment.control),
+                   forced=head(environment.forced))
+        sets.check()
+        return sets
 
     def check(self) -> None:
         """DataError if a set is empty or lacks the labels it needs."""

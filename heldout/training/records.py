@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from heldout.analysis.records import EvalRecord
@@ -52,6 +56,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
+
+
+def truncate_logs(folder: Path, step: int) -> None:
+    """Drop the records of ``steps.jsonl`` and ``evals.jsonl`` past ``step`` (the
+    checkpoint a run resumes from), so the logs read as one uninterrupted run."""
+    for name in ("steps.jsonl", "evals.jsonl"):
+        path = folder / name
+        kept = [r for r in read_jsonl(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
+@contextmanager
+def kept_rng(devices: Sequence[Any] = ()) -> Iterator[None]:
+    """Run a block without touching the run's random streams: torch's (CPU and
+    ``devices``), numpy's and ``random``'s come back as they were (a monitored or resumed
+    run stays exact)."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=list(devices)):
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def clone_bridge(model: Any) -> Any:

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from heldout.activations.cache import pad_batch
 from heldout.analysis.records import read_records
-from heldout.data import Dataset, tokenize_dataset
+from heldout.data import tokenize_dataset
 from heldout.environments.base import Environment, Labeler
 from heldout.environments.resolve import model_source, resolve_environment
 from heldout.errors import ConfigError, TrainingError
@@ -57,7 +57,9 @@ from heldout.training.records import (  # re-exported: trainer is where users lo
     RunResult,
     StepResult,
     clone_bridge,
+    kept_rng,
     read_jsonl,
+    truncate_logs,
 )
 from heldout.training.step import (  # re-exported too
     StepContext,
@@ -82,12 +84,6 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     if config.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
     return 1.0
-
-
-def _head(dataset: Dataset | None, n: int) -> Dataset | None:
-    if dataset is None or n == 0 or len(dataset) <= n:
-        return dataset
-    return Dataset(tuple(dataset.examples[:n]), source=getattr(dataset, "source", None))
 
 
 class Trainer:
@@ -142,10 +138,7 @@ class Trainer:
             env.check()
         self.environment = env
         step_loss = step_loss if step_loss is not None else make_step_loss(config, env)
-        sets = EvalSets(eval=_head(env.eval, config.n_eval),  # type: ignore[arg-type]
-                        control=_head(env.control, config.n_eval),  # type: ignore[arg-type]
-                        forced=_head(env.forced, config.n_eval))
-        sets.check()
+        sets = EvalSets.first(env, config.n_eval)
         source = model_source(config, env) if model is None else None
         self.model = model if model is not None else load_model(source)
         if reference is None:
@@ -258,14 +251,7 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         ckpt.restore_rng(state.rng_tensors, state.state["rng"], self.generator)
         self.step_count = state.step
-        self._truncate_logs(state.step)
-
-    def _truncate_logs(self, step: int) -> None:
-        """Drop log records past the checkpoint being resumed from."""
-        for name in ("steps.jsonl", "evals.jsonl"):
-            path = self.out / name
-            kept = [r for r in read_jsonl(path) if r["step"] <= step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        truncate_logs(self.out, state.step)
 
     # -- one step -------------------------------------------------------------------
     def forward(self, ids: Tensor, attention: Tensor,
@@ -352,11 +338,8 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Run the monitor now (the record as JSON); leaves every RNG as it was, so a
         resumed run stays exact."""
-        np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[]):
+        with kept_rng():
             record = self.monitor.evaluate(self.model, self.step_count)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
         return record.to_dict()
 
     def save_checkpoint(self) -> Path:

@@ -37,18 +37,10 @@ from heldout.training.hf_hooks import as_reader, frozen_copy
 from heldout.training.monitor import EvalSets, Monitor, summary_line
 from heldout.training.penalty import bind_probe
 from heldout.training.proxies import bind_text_monitor
-from heldout.training.records import read_jsonl
+from heldout.training.records import kept_rng, read_jsonl, truncate_logs
 from heldout.training.trl_rewards import same_tokenizer
 
 READERS = ("hooks", "bridge")
-
-
-def _head(data: Any, n: int) -> Any:
-    from heldout.data import Dataset
-
-    if data is None or n <= 0 or len(data) <= n:
-        return data
-    return Dataset(tuple(list(data)[:n]))
 
 
 class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
@@ -117,10 +109,7 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
             raise ConfigError(f"nothing to resume: {self.out} holds no evaluations",
                               fix="start the run without resume=True")
         self.resume = resume
-        sets = EvalSets(eval=_head(environment.eval, n_eval),
-                        control=_head(environment.control, n_eval),
-                        forced=_head(environment.forced, n_eval))
-        sets.check()
+        sets = EvalSets.first(environment, n_eval)
         is_bridge = getattr(base_model, "original_model", None) is not None
         self.tokenizer = getattr(base_model, "tokenizer", None) if tokenizer is None \
             else tokenizer
@@ -132,7 +121,6 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
                                fpr=fpr, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, seed=seed,
                                read_on_base=frozen_detector)
-        self.environment = environment
         self.eval_every = eval_every
         self.reader = reader
         self.plots = plots
@@ -160,20 +148,12 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         """Evaluate ``model`` now and append the record to ``evals.jsonl``. Every RNG is
         left as it was, so watching a run does not change its samples."""
-        import random
-
-        import numpy as np
-        import torch
-
         device = next(model.parameters()).device
         if next(self.monitor.base.parameters()).device != device:
             # the trainer moved the policy (to its GPU) after the base was copied
             self.monitor.base.to(device)
-        np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with kept_rng([device] if device.type == "cuda" else []):
             record = self.monitor.evaluate(self.policy_reader(model), step)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "evals.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_dict()) + "\n")
@@ -207,19 +187,12 @@ class HeldoutCallback(TrainerCallback):  # type: ignore[misc]
         (self.out / "config.json").write_text(json.dumps(described, indent=2) + "\n",
                                               encoding="utf-8")
         if self.resume:
-            self._truncate(int(state.global_step))
+            truncate_logs(self.out, int(state.global_step))
+            evaluated = [r["step"] for r in read_jsonl(self.out / "evals.jsonl")]
+            self.last_step = evaluated[-1] if evaluated else None
         if self.last_step is None:
             (self.out / "steps.jsonl").touch()
             self.evaluate(model, int(state.global_step))
-
-    def _truncate(self, step: int) -> None:
-        """Drop log records past ``step`` (the checkpoint resumed from)."""
-        for name in ("steps.jsonl", "evals.jsonl"):
-            path = self.out / name
-            kept = [r for r in read_jsonl(path) if r["step"] <= step] if path.is_file() else []
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        evaluated = [r["step"] for r in read_jsonl(self.out / "evals.jsonl")]
-        self.last_step = evaluated[-1] if evaluated else None
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
                     **kwargs: Any) -> None:
