@@ -25,7 +25,12 @@ import numpy as np
 import torch
 
 from heldout.activations.distributed import Ranks, agree, barrier, process_group
-from heldout.activations.selection import check_selection, select_tokens, token_index
+from heldout.activations.selection import (
+    check_prompt_positions,
+    check_selection,
+    select_tokens,
+    token_index,
+)
 from heldout.activations.sites import HookSite, parse_sites
 from heldout.activations.store import STORE_DTYPES, ActivationStore
 from heldout.activations.writer import StoreWriter
@@ -124,6 +129,7 @@ def prepare_forward(model: Any, dataset: Dataset,
                             f"{len(short)} example(s) have fewer response tokens "
                             f"(first: {short[0]!r})",
                             fix="pick a smaller K, or drop the short examples")
+    check_prompt_positions(select, list(dataset), [t.response_mask for t in tokens])
     return ForwardInputs(site_list, hook_names, tokens, select, max_length)
 
 

@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, help=".jsonl or .csv (statement,label) dataset")
     p.add_argument("--sites", required=True, help="e.g. resid_post:0-3,mlp_out:1 or resid_post:all")
     p.add_argument("--select", default="last",
-                   help="last | mean | tokens | token:K (the K-th response token)")
+                   help="last | mean | tokens | token:K (the K-th response token) | "
+                        "prompt_last (the last prompt token, just before the response)")
     p.add_argument("--out", required=True, help="store folder (created, or resumed)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=32)

@@ -51,7 +51,7 @@ class ProbeKind:
     probe on every response token, token logits aggregated by mean / max;
     ``attention``: learned attention pooling over the response tokens."""
     selection: str = "last"
-    """``last``, ``mean`` or ``token:K`` for ``logistic``; per-token kinds read ``tokens``."""
+    """``last``, ``mean``, ``prompt_last`` or ``token:K`` for ``logistic``; per-token kinds read ``tokens``."""
 
     def __post_init__(self) -> None:
         _name(self.name, "probe")
@@ -59,7 +59,7 @@ class ProbeKind:
             raise ConfigError(f"probe {self.name!r}: unknown kind {self.kind!r}",
                               fix=f"use one of {', '.join(PROBE_KINDS)}")
         if self.kind == "logistic" and (self.selection == "tokens"
-                                        or self.selection not in ("last", "mean")
+                                        or self.selection not in ("last", "mean", "prompt_last")
                                         and not self.selection.startswith("token:")):
             raise ConfigError(f"probe {self.name!r}: a logistic probe reads 'last', 'mean' "
                               f"or 'token:K', got {self.selection!r}",
