@@ -95,6 +95,10 @@ def parse_sites(spec: str | HookSite | list[str | HookSite], n_layers: int | Non
                 ) -> list[HookSite]:
     """Parse a site list such as ``"resid_post:0-3,mlp_out:1"`` (ranges inclusive).
 
+    A bare layer or range continues the kind before it: ``"resid_post:6,12,17"`` is
+    ``resid_post`` at layers 6, 12 and 17; ``"resid_post:0-3,8,mlp_out:1"`` adds
+    ``resid_post:8``.
+
     ``"resid_post:all"`` expands to every layer and needs ``n_layers``. The result is
     sorted and free of duplicates; with ``n_layers`` each site is range-checked.
     """
@@ -108,12 +112,17 @@ def parse_sites(spec: str | HookSite | list[str | HookSite], n_layers: int | Non
         if isinstance(item, HookSite):
             sites.add(item)
             continue
+        kind = ""
         for part in filter(None, (p.strip() for p in item.split(","))):
-            kind, sep, layers = part.rpartition(":")
-            if not sep:
-                raise SiteError(f"cannot read site {part!r}",
-                                fix="write sites as KIND:LAYER or KIND:FIRST-LAST, "
-                                    "e.g. resid_post:0-3")
+            if ":" in part:
+                kind, _, layers = part.rpartition(":")
+            elif kind and (part == "all" or part.replace("-", "").isdigit()):
+                layers = part  # a bare layer (or range) continues the previous kind
+            else:
+                raise SiteError(f"cannot read site {part!r} in {item!r}",
+                                fix="write sites as KIND:LAYER or KIND:FIRST-LAST; a bare "
+                                    "layer continues the kind before it, e.g. "
+                                    "resid_post:0-3,8,mlp_out:1")
             if layers == "all":
                 if n_layers is None:
                     raise SiteError(f"{part!r} needs the model's layer count",
@@ -126,7 +135,7 @@ def parse_sites(spec: str | HookSite | list[str | HookSite], n_layers: int | Non
                                     fix="write a range as FIRST-LAST, e.g. resid_post:0-3")
                 sites.update(HookSite(kind, i) for i in range(int(lo), int(hi) + 1))
             else:
-                sites.add(HookSite.parse(part))
+                sites.add(HookSite.parse(f"{kind}:{layers}"))
     if not sites:
         raise SiteError("no sites were given", fix="pass at least one site, e.g. resid_post:2")
     result = sorted(sites)

@@ -49,3 +49,21 @@ def test_resolved_name_is_what_a_hook_sees(gpt2_model) -> None:  # type: ignore[
                               fwd_hooks=[(name, lambda acts, hook: seen.append(hook.name))],
                               stop_at_layer=1)
     assert seen == [name]
+
+
+def test_a_bare_layer_continues_the_kind_before_it() -> None:
+    assert [str(s) for s in parse_sites("resid_post:6,12,17")] == [
+        "resid_post:6", "resid_post:12", "resid_post:17"]
+    assert parse_sites("resid_post:0-3,8,mlp_out:1,4-5") == sorted(
+        [HookSite("resid_post", i) for i in (0, 1, 2, 3, 8)]
+        + [HookSite("mlp_out", i) for i in (1, 4, 5)])
+    assert parse_sites("attn_out:1, all", n_layers=3) == [HookSite("attn_out", i)
+                                                           for i in range(3)]
+
+
+@pytest.mark.parametrize("bad", ["6,resid_post:1", "resid_post:6,x", "resid_post:1,-",
+                                 "resid_post:1,3-"])
+def test_a_bare_part_that_is_no_layer_is_refused(bad: str) -> None:
+    with pytest.raises(SiteError, match="cannot read") as err:
+        parse_sites(bad)
+    assert "continues the kind" in str(err.value) or "FIRST-LAST" in str(err.value)
