@@ -8,7 +8,13 @@ An example is a prompt (chat ``messages`` or raw ``prompt`` text) plus the model
   optional ``id``, ``split``, ``group``. If ``response`` is absent and the last chat turn
   is the assistant's, that turn is the response.
 - CSV in the ``statement,label`` format of public probing sets (geometry-of-truth,
-  RepE, SAPLMA): each statement is a raw-text response with an empty prompt.
+  RepE, SAPLMA): each statement is a raw-text response with an empty prompt; optional
+  ``id``, ``split``, ``group`` columns.
+
+``group_by=COLUMN`` (:func:`load_dataset`) takes each row's group from another column or
+key, e.g. ``city`` in a paired set where each city appears once true and once false:
+seeded splits then keep a group's rows on one side (see ``heldout.probes.splits``), so
+the two halves of a pair never sit on both sides of a split.
 
 Tokenization appends the response tokens to the rendered prompt (chat template with
 the generation prompt for ``messages``, raw text otherwise), so the response mask is
@@ -48,7 +54,8 @@ class Example:
     split: str | None = None
     """Optional split name: ``train``, ``validation``, ``test``, ..."""
     group: str | None = None
-    """Optional group (e.g. ``control``, ``pressure``), for analysis."""
+    """Optional group: rows sharing one (e.g. the true and false statement about one
+    city) stay on one side of a seeded split; also used for analysis."""
 
     def to_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if v is not None}
@@ -57,10 +64,18 @@ class Example:
         return row
 
 
-def _example_from_row(row: dict[str, Any], where: str, index: int) -> Example:
+def _example_from_row(row: dict[str, Any], where: str, index: int,
+                      group_by: str | None = None) -> Example:
     if not isinstance(row, dict):
         raise DataError(f"{where}: row is a {type(row).__name__}, not an object",
                         fix="write one JSON object per line")
+    if group_by is not None:
+        value = row.get(group_by)
+        if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+            raise DataError(f"{where}: no {group_by!r} value to group by (got {value!r})",
+                            fix=f"give every row a {group_by!r}, or group by another "
+                                "column (--group-by)")
+        row = {**row, "group": str(value)}
     label = row.get("label")
     if isinstance(label, bool) or label not in (0, 1):
         raise DataError(f"{where}: label must be 0 or 1, got {label!r}",
@@ -112,7 +127,8 @@ class Dataset:
         return cls(tuple(rows), source=source)
 
     @classmethod
-    def from_jsonl(cls, path: str | os.PathLike[str]) -> Dataset:
+    def from_jsonl(cls, path: str | os.PathLike[str], group_by: str | None = None
+                   ) -> Dataset:
         rows = []
         with open(_existing(path), encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -123,11 +139,11 @@ class Dataset:
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})",
                                     fix="write one JSON object per line") from err
-                rows.append(_example_from_row(row, f"{path}:{lineno}", len(rows)))
+                rows.append(_example_from_row(row, f"{path}:{lineno}", len(rows), group_by))
         return cls(tuple(rows), source=str(path))
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike[str]) -> Dataset:
+    def from_csv(cls, path: str | os.PathLike[str], group_by: str | None = None) -> Dataset:
         rows = []
         with open(_existing(path), encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
@@ -135,13 +151,20 @@ class Dataset:
                 raise DataError(f"{path}: CSV needs the columns statement,label "
                                 f"(found {reader.fieldnames})",
                                 fix="use the statement,label format of public probing sets")
+            if group_by is not None and group_by not in reader.fieldnames:
+                raise DataError(f"{path}: no column {group_by!r} to group by (columns: "
+                                f"{', '.join(reader.fieldnames)})",
+                                fix="name an existing column with --group-by")
             for lineno, row in enumerate(reader, 2):
-                label = row["label"].strip()
+                label = (row["label"] or "").strip()
+                cells = {k: (row.get(k) or "").strip() or None for k in ("id", "split", "group")}
                 rows.append(_example_from_row(
-                    {"response": row["statement"], "prompt": "",
+                    {**({group_by: row[group_by]} if group_by else {}),
+                     "response": row["statement"], "prompt": "",
                      "label": int(label) if label in ("0", "1") else label,
-                     "id": row.get("id") or len(rows)},
-                    f"{path}:{lineno}", len(rows)))
+                     "id": cells["id"] or len(rows), "split": cells["split"],
+                     "group": cells["group"]},
+                    f"{path}:{lineno}", len(rows), group_by))
         return cls(tuple(rows), source=str(path))
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> None:
@@ -194,13 +217,17 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def load_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """Read a ``.jsonl`` or ``.csv`` dataset; DataError if it is empty or malformed."""
+def load_dataset(path: str | os.PathLike[str], group_by: str | None = None) -> Dataset:
+    """Read a ``.jsonl`` or ``.csv`` dataset; DataError if it is empty or malformed.
+
+    ``group_by`` names a column (CSV) or key (JSONL) whose value becomes each row's
+    ``group``, replacing a ``group`` column; every row must have one.
+    """
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json"):
-        dataset = Dataset.from_jsonl(path)
+        dataset = Dataset.from_jsonl(path, group_by)
     elif suffix == ".csv":
-        dataset = Dataset.from_csv(path)
+        dataset = Dataset.from_csv(path, group_by)
     else:
         raise DataError(f"unknown dataset format {suffix!r} for {path}",
                         fix="use a .jsonl (messages/prompt + response + label) or a "

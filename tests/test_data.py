@@ -111,3 +111,34 @@ def test_response_with_no_tokens(gpt2_model) -> None:  # type: ignore[no-untyped
     ds = Dataset.from_examples([{"prompt": "p", "response": "r", "label": 0}])
     with pytest.raises(DataError, match="response has no tokens"):
         tokenize_dataset(ds, NoTokens())
+
+
+def test_csv_reads_split_group_and_id_columns(tmp_path: Path) -> None:
+    path = tmp_path / "cities.csv"
+    path.write_text("statement,label,city,split,group,id\n"
+                    "Paris is in France.,1,Paris,train,g1,a\n"
+                    "Paris is in Peru.,0,Paris,test,,b\n")
+    ds = load_dataset(path)
+    assert [(e.id, e.split, e.group) for e in ds] == [("a", "train", "g1"), ("b", "test", None)]
+    by_city = load_dataset(path, group_by="city")
+    assert [e.group for e in by_city] == ["Paris", "Paris"]
+    assert [e.split for e in by_city] == ["train", "test"]
+
+
+def test_jsonl_group_by_a_key(tmp_path: Path) -> None:
+    rows = [{"prompt": "Q", "response": f"{c} is a city.", "label": i % 2, "city": c}
+            for i, c in enumerate(["Rome", "Rome", "Oslo", "Oslo"])]
+    ds = load_dataset(_write(tmp_path / "d.jsonl", rows), group_by="city")
+    assert [e.group for e in ds] == ["Rome", "Rome", "Oslo", "Oslo"]
+
+
+def test_group_by_a_missing_column_or_value_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("statement,label\nA.,1\n")
+    with pytest.raises(DataError, match=r"no column 'city' to group by \(columns: "
+                                        r"statement, label\)"):
+        load_dataset(csv, group_by="city")
+    rows = [{"prompt": "Q", "response": "A.", "label": 1, "city": "Rome"},
+            {"prompt": "Q", "response": "B.", "label": 0}]
+    with pytest.raises(DataError, match=r"d.jsonl:2: no 'city' value to group by"):
+        load_dataset(_write(tmp_path / "d.jsonl", rows), group_by="city")

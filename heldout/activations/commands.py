@@ -18,6 +18,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="local Hugging Face checkpoint folder")
     p.add_argument("--data", required=True, help=".jsonl or .csv (statement,label) dataset")
     p.add_argument("--sites", required=True, help="e.g. resid_post:0-3,mlp_out:1 or resid_post:all")
+    p.add_argument("--group-by", default=None, metavar="COLUMN",
+                   help="take each row's group from this column (e.g. city, in a paired "
+                        "set): seeded splits keep a group's rows on one side")
     p.add_argument("--select", default="last",
                    help="last | mean | tokens | token:K (the K-th response token) | "
                         "prompt_last (the last prompt token, just before the response)")
@@ -61,7 +64,7 @@ def run_cache(args: argparse.Namespace) -> int:
     # a torchrun job makes the same checks, so all of them stop on the same error.
     ranks = ranks_from_env()
     check_checkpoint_dir(args.model)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, group_by=args.group_by)
     parse_sites(args.sites)
     model = load_model(args.model, device=local_device(args.device))
     store = cache_activations(model, dataset, args.sites, out=args.out, select=args.select,

@@ -302,7 +302,8 @@ class ActivationStore:
 def write_store(path: str | os.PathLike[str], arrays: dict[HookSite, np.ndarray],
                 labels: Sequence[int] | np.ndarray, *, selection: str = "last",
                 ids: Sequence[str] | None = None, offsets: np.ndarray | None = None,
-                splits: Sequence[str | None] | None = None, shard_rows: int = 65536,
+                splits: Sequence[str | None] | None = None,
+                groups: Sequence[str | None] | None = None, shard_rows: int = 65536,
                 dtype: str = "float32", model_fingerprint: str = "synthetic",
                 dataset_fingerprint: str | None = None) -> ActivationStore:
     """Write arrays already in memory as a store (synthetic data, tests, benchmarks).
@@ -330,7 +331,8 @@ def write_store(path: str | os.PathLike[str], arrays: dict[HookSite, np.ndarray]
         "max_length": None, "truncate": False,
     }
     writer = StoreWriter(Path(path), identity, labels=labels.tolist(), ids=ids,
-                         splits=list(splits) if splits is not None else None, groups=None,
+                         splits=list(splits) if splits is not None else None,
+                         groups=list(groups) if groups is not None else None,
                          hook_names={})
     for index in writer.pending_shards():
         lo, hi = writer.shard_rows_range(index)
