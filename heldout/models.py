@@ -42,6 +42,10 @@ def check_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     safetensors weights, or tokenizer files.
     """
     folder = Path(path)
+    if folder.is_dir() and not (folder / "config.json").is_file() \
+            and (folder / "steps.jsonl").is_file():
+        raise ModelLoadError(f"{str(folder)!r} is a heldout run folder, not a model folder",
+                             fix=_run_folder_hint(folder))
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist",
                              fix="pass the folder that holds config.json, the weights and "
@@ -59,6 +63,53 @@ def check_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
                              fix="save the tokenizer beside the weights: "
                                  "tokenizer.save_pretrained(folder)")
     return folder
+
+
+def _run_folder_hint(folder: Path) -> str:
+    """The fix for a heldout run folder passed where a model folder is expected."""
+    if (folder / "final" / "config.json").is_file():
+        return f"pass the run's final model folder {str(folder / 'final')!r}"
+    return ("this run trained a model with no Hugging Face form (a native TransformerLens "
+            "config), so its weights are only in model.safetensors under bridge names: "
+            "load_model(native_config) and copy them with "
+            "heldout.training.checkpoint.load_model_weights")
+
+
+def check_weights_cover_architecture(folder: Path) -> None:
+    """Refuse a checkpoint whose safetensors keys do not fill the architecture its
+    config.json names: missing or unexpected keys, or wrong shapes (e.g. weights saved
+    under TransformerBridge names beside an HF config). transformers matches the keys
+    on the meta device (no tensor is read), so tied weights, a missing base-model
+    prefix and renamed legacy keys count as covered, exactly as a real load would.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report would print every key
+    try:
+        _, info = AutoModelForCausalLM.from_pretrained(str(folder), device_map="meta",
+                                                       output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"transformers cannot read the checkpoint in {str(folder)!r}: "
+                             f"{err}", fix="save it with model.save_pretrained(folder)") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(kind) or ())
+        if keys:
+            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')}: {', '.join(keys[:4])}{more}")
+    if problems:
+        bridged = any("_original_component" in p or "blocks." in p for p in problems)
+        raise ModelLoadError(
+            f"the weights in {str(folder)!r} do not match the architecture in its "
+            f"config.json ({'; '.join(problems)}); loading would leave random weights",
+            fix=("these are TransformerBridge parameter names: export the model with "
+                 "heldout.training.export.save_hf_folder (a run writes RUN/final)" if bridged
+                 else "save the weights and config together with "
+                      "model.save_pretrained(folder)"))
 
 
 def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
@@ -98,6 +149,8 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         folder = check_checkpoint_dir(source)
         # A local folder needs no hub; stay offline so nothing is fetched by accident.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        check_weights_cover_architecture(folder)
+        tokenizer = bridgeable_tokenizer(tokenizer)
         from transformer_lens.model_bridge import TransformerBridge
         from transformers.utils import logging as hf_logging
 
@@ -118,11 +171,52 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         from transformer_lens.model_bridge import TransformerBridge
 
         name = getattr(source.config, "_name_or_path", "") or "in-memory"
-        return TransformerBridge.boot_transformers(name, hf_model=source, tokenizer=tokenizer,
+        return TransformerBridge.boot_transformers(name, hf_model=source,
+                                                   tokenizer=bridgeable_tokenizer(tokenizer),
                                                    device=device, dtype=torch_dtype)
     raise ModelLoadError(f"cannot load a model from a {type(source).__name__}",
                          fix="pass a checkpoint folder, an HF model with tokenizer=, "
                              "or a native config dict")
+
+
+def bridgeable_tokenizer(tokenizer: Any) -> Any:
+    """``tokenizer`` in a form TransformerLens accepts. The bridge reloads a tokenizer
+    from its ``name_or_path`` (to turn on ``add_bos_token``), which fails for one built
+    in memory; such a tokenizer is saved to a temporary folder and reloaded from there,
+    so it behaves exactly as if it had been loaded from disk."""
+    if tokenizer is None or getattr(tokenizer, "bos_token", None) is None \
+            or tokenizer.init_kwargs.get("name_or_path"):
+        return tokenizer
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="heldout-tokenizer-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        # what the bridge itself does to a tokenizer loaded from a folder
+        reloaded = AutoTokenizer.from_pretrained(tmp, add_bos_token=True)
+    reloaded.padding_side = tokenizer.padding_side
+    return reloaded
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash of what decides token ids: the vocabulary, the special tokens and
+    their ids, the BOS/EOS settings and the chat template. Two tokenizers with the same
+    fingerprint turn the same chat into the same ids."""
+    if tokenizer is None:
+        return "none"
+    digest = hashlib.sha256()
+    vocab = tokenizer.get_vocab()
+    digest.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    special = {str(k): str(v) for k, v in tokenizer.special_tokens_map.items()}
+    digest.update(json.dumps(special, sort_keys=True).encode())
+    settings = {"add_bos_token": getattr(tokenizer, "add_bos_token", None),
+                "add_eos_token": getattr(tokenizer, "add_eos_token", None),
+                "chat_template": str(getattr(tokenizer, "chat_template", None)),
+                "bos_ids": tokenizer("x", add_special_tokens=True)["input_ids"]
+                if vocab else []}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def model_fingerprint(model: Any) -> str:

@@ -73,3 +73,53 @@ def test_fingerprint_tracks_weights(gpt2_model) -> None:  # type: ignore[no-unty
     finally:
         with torch.no_grad():
             param.view(-1)[len(param.view(-1)) // 2] -= 0.5
+
+
+def test_a_given_tokenizer_is_used_for_a_folder(tiny_checkpoints: dict[str, Path]) -> None:
+    from heldout.models import tokenizer_fingerprint
+    from heldout.tiny import WORDS, build_word_tokenizer
+
+    words = WORDS + [str(i) for i in range(10)]
+    shuffled = build_word_tokenizer(list(reversed(words)))  # in memory, never saved
+    own = load_model(tiny_checkpoints["llama"], device="cpu").tokenizer
+    given = load_model(tiny_checkpoints["llama"], tokenizer=shuffled, device="cpu").tokenizer
+    body = lambda tok: [t for t in tok("the cat")["input_ids"] if t != tok.bos_token_id]  # noqa: E731
+    assert body(given) == shuffled("the cat")["input_ids"] != body(own)
+    assert tokenizer_fingerprint(given) != tokenizer_fingerprint(own)
+    assert tokenizer_fingerprint(given) == tokenizer_fingerprint(
+        load_model(tiny_checkpoints["llama"], tokenizer=shuffled, device="cpu").tokenizer)
+
+
+def test_weights_that_do_not_fill_the_architecture_are_refused(
+        tmp_path: Path, tiny_checkpoints: dict[str, Path], gpt2_model) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import save_file
+
+    bridged = tmp_path / "bridged"
+    shutil.copytree(tiny_checkpoints["gpt2"], bridged)
+    save_file({n: p.detach().clone().contiguous() for n, p in gpt2_model.named_parameters()},
+              str(bridged / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match="(?s)missing keys: .*TransformerBridge parameter"):
+        load_model(bridged)
+    with pytest.raises(ModelLoadError, match="unexpected keys: .*_original_component"):
+        load_model(bridged)
+
+
+def test_tied_embeddings_are_not_missing_weights(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from heldout.tiny import WORDS, build_word_tokenizer
+
+    tok = build_word_tokenizer(WORDS)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1,
+                                      vocab_size=len(tok), tie_word_embeddings=True))
+    hf.save_pretrained(tmp_path / "tied")
+    tok.save_pretrained(tmp_path / "tied")
+    with safe_open(str(tmp_path / "tied" / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in f.keys()  # legitimately absent: tied to the embeddings
+    ids = torch.tensor([[2, 9, 12]])
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(tmp_path / "tied")(ids).logits
+    assert torch.allclose(load_model(tmp_path / "tied", device="cpu")(ids), expected, atol=1e-5)

@@ -217,7 +217,7 @@ def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite]
              select: str, dtype: str, batch_size: int, shard_rows: int,
              max_length: int | None, truncate: bool, owner: bool) -> _Plan:
     """Validate everything; ``owner`` (rank 0, or a single process) also opens the store."""
-    from heldout.models import model_fingerprint
+    from heldout.models import model_fingerprint, tokenizer_fingerprint
 
     if dtype not in STORE_DTYPES:
         raise ConfigError(f"unknown storage dtype {dtype!r}",
@@ -227,6 +227,7 @@ def _prepare(model: Any, dataset: Dataset, sites: str | Sequence[str | HookSite]
     site_list, hook_names = inputs.sites, inputs.hook_names
     identity = {
         "model_fingerprint": model_fingerprint(model),
+        "tokenizer_fingerprint": tokenizer_fingerprint(model.tokenizer),
         "dataset_fingerprint": dataset.fingerprint(),
         "sites": [str(s) for s in site_list], "selection": inputs.select, "dtype": dtype,
         "d_model": int(model.cfg.d_model), "n_rows": len(dataset), "shard_rows": shard_rows,

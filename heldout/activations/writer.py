@@ -26,14 +26,20 @@ from heldout.activations.sites import HookSite
 from heldout.activations.store import (
     FORMAT,
     FORMAT_VERSION,
-    IDENTITY_FIELDS,
     MANIFEST,
     ActivationStore,
     sha256_file,
     shard_name,
     write_json_atomic,
 )
+from heldout.activations.store import IDENTITY_FIELDS as STORE_IDENTITY_FIELDS
 from heldout.errors import CorruptShardError, StoreError, StoreMismatchError
+
+IDENTITY_FIELDS = STORE_IDENTITY_FIELDS + ("tokenizer_fingerprint",)
+"""Fields that must match for a run to append to an existing store. The tokenizer is
+part of it: another tokenizer turns the same text into other tokens. A store written
+before the field existed still reads, but no run resumes into it (its tokenizer is
+unknown)."""
 
 
 def _describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:

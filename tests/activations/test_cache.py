@@ -152,3 +152,26 @@ def test_indexed_token_selection(gpt2_model, tmp_path: Path) -> None:  # type: i
     with pytest.raises(ConfigError, match="token:K"):
         cache_activations(gpt2_model, ds, "resid_post:1", out=tmp_path / "t",
                           select="token:-1", progress=False)
+
+
+def test_other_tokenizer_is_refused_and_old_stores_still_read(tiny_checkpoints: dict[str, Path],  # type: ignore[no-untyped-def]
+                                                              gpt2_model, chat_dataset: Dataset,
+                                                              tmp_path: Path) -> None:
+    import json
+
+    from heldout.activations.store import ActivationStore
+    from heldout.models import load_model
+    from heldout.tiny import WORDS, build_word_tokenizer
+
+    out = tmp_path / "s"
+    store = cache_activations(gpt2_model, chat_dataset, "resid_post:0", out=out, progress=False)
+    # same weights, same vocabulary size, other ids: only the tokenizer differs
+    shuffled = build_word_tokenizer(list(reversed(WORDS + [str(i) for i in range(10)])))
+    other = load_model(tiny_checkpoints["gpt2"], tokenizer=shuffled, device="cpu")
+    with pytest.raises(StoreMismatchError, match="tokenizer_fingerprint"):
+        cache_activations(other, chat_dataset, "resid_post:0", out=out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["tokenizer_fingerprint"]  # a store written before the field existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    old = ActivationStore.open(out)
+    assert np.array_equal(old.read("resid_post:0"), store.read("resid_post:0"))
