@@ -38,8 +38,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--probe", default="logistic",
                    help="logistic, diffmeans, lda, mlp, attention, token_mean, token_max")
     p.add_argument("--control", default=None,
-                   help="store of benign examples for the threshold (default: the "
-                        "training negatives)")
+                   help="store of benign examples for the threshold (default: a seeded "
+                        "slice of the training split's negatives, held out of fitting)")
+    p.add_argument("--calibration-fraction", type=float, default=0.25,
+                   help="without --control: the share of the training negatives held out "
+                        "to set the threshold on (whole groups; default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out slice")
     p.add_argument("--out", required=True, help="probe file to write (.safetensors)")
     p.add_argument("--fpr", type=float, default=0.01, help="false-positive rate (default 0.01)")
     p.add_argument("--split", default=None,
@@ -49,7 +53,12 @@ def register(subparsers: Any) -> None:
                    help="probe hyper-parameter, repeatable (e.g. --param C=0.1)")
     p.set_defaults(func=run_fit)
 
-    p = subparsers.add_parser("sweep", help="compare probe kinds across the sites of a store")
+    p = subparsers.add_parser("sweep", help="compare probe kinds across the sites of a store",
+                              description="Fit every probe kind at every site on the "
+                                          "train split, score the test split. Without a "
+                                          "split column the seeded split keeps each group "
+                                          "on one side. Thresholds: --control's negatives, "
+                                          "else the test split's (never trained on).")
     p.add_argument("--store", required=True)
     p.add_argument("--control", default=None, help="store of benign examples for thresholds")
     p.add_argument("--out", required=True, help="folder for sweep.csv and sweep.png")
@@ -122,6 +131,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from heldout.probes.base import check_labels
     from heldout.probes.io import save_probe
     from heldout.probes.linear import LinearProbe, store_chunks
+    from heldout.probes.splits import calibration_holdout
     from heldout.probes.sweep import (
         check_split_labels,
         control_rows,
@@ -142,15 +152,24 @@ def run_fit(args: argparse.Namespace) -> int:
                        "a probe needs both labels to fit",
                        fix="give every split both labels (split the dataset stratified by "
                            "label and cache it again), or pick another split with --split")
-    y = check_labels(store.labels[rows])
+    check_labels(store.labels[rows])
     control = _open(args.control) if args.control else None
     ctrl_rows = None if control is None else control_rows(control, store, [site])
+    split_name = args.split or ("train" if "train" in store.splits else None)
+    where = f"split {split_name!r}" if split_name else "the store"
+    if control is None:  # calibrate on negatives held out of fitting, never on fitted rows
+        rows, held = calibration_holdout(store.labels, store.groups, rows, seed=args.seed,
+                                         fraction=args.calibration_fraction)
+        source = f"{len(held)} held-out negatives of {where} (not trained on)"
+    else:
+        source = f"{len(ctrl_rows)} negatives of the control store {control.path}"
+    y = check_labels(store.labels[rows])
 
     if isinstance(probe, LinearProbe) and store.selection != "tokens":
         probe.fit_store(store, site, rows=rows)  # streams: works for stores beyond memory
         if control is None:
             neg = np.zeros(store.n_rows, dtype=bool)
-            neg[rows[y == 0]] = True
+            neg[held] = True
             ctrl = np.concatenate([probe.decision_function(X)
                                    for X, _ in store_chunks(store, site, neg, 4096)()])
         else:
@@ -159,14 +178,15 @@ def run_fit(args: argparse.Namespace) -> int:
         X = load_site(store, site, probe.token_level)
         probe.fit(X[rows], y)
         ctrl = probe.decision_function(
-            X[rows][y == 0] if control is None
+            X[held] if control is None
             else load_site(control, site, probe.token_level)[ctrl_rows])
     probe.threshold_ = threshold_at_fpr(ctrl, args.fpr)
     path = save_probe(probe, out, site=site, selection=store.selection,
                       model_fingerprint=store.manifest.get("model_fingerprint"),
-                      data_fingerprint=store.manifest.get("dataset_fingerprint"))
-    print(f"fitted {args.probe} at {site} on {len(rows)} rows; threshold at "
-          f"{args.fpr:.1%} FPR = {probe.threshold_:.4g} (from {len(ctrl)} control rows)")
+                      data_fingerprint=store.manifest.get("dataset_fingerprint"),
+                      calibration=f"threshold at {args.fpr:g} FPR from {source}")
+    print(f"fitted {args.probe} at {site} on {len(rows)} rows of {where}; threshold at "
+          f"{args.fpr:.1%} FPR = {probe.threshold_:.4g} from {source}")
     print(f"wrote {path}")
     return 0
 
@@ -196,8 +216,9 @@ def run_sweep(args: argparse.Namespace) -> int:
                        model_fingerprint=store.manifest.get("model_fingerprint"),
                        data_fingerprint=store.manifest.get("dataset_fingerprint"))
     cols = ["site", "probe", "auroc", "auroc_low", "auroc_high", "recall_at_fpr",
-            "recall_low", "recall_high", "fit_seconds"]
+            "recall_low", "recall_high", "accuracy", "fit_seconds"]
     print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"thresholds at {args.fpr:.1%} FPR from {result.calibration}")
     print(f"best: {result.best_probe} at {result.best_site}")
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
     return 0

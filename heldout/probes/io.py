@@ -53,6 +53,9 @@ class ProbeMeta:
     """Fingerprint of the dataset it was trained on."""
     heldout_version: str
     """heldout version that wrote the file."""
+    calibration: str | None = None
+    """Which rows set the saved threshold, e.g. "threshold at 0.01 FPR from 40 held-out
+    negatives of split 'train' (not trained on)"."""
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -77,8 +80,8 @@ def _json_params(probe: BaseProbe) -> dict[str, Any]:
 
 def save_probe(probe: BaseProbe, path: str | os.PathLike[str], *, site: Any = None,
                selection: str | None = None, threshold: float | None = None,
-               model_fingerprint: str | None = None, data_fingerprint: str | None = None
-               ) -> Path:
+               model_fingerprint: str | None = None, data_fingerprint: str | None = None,
+               calibration: str | None = None) -> Path:
     """Write a fitted probe to ``path`` (a ``.safetensors`` file), atomically.
 
     ``threshold`` defaults to the probe's calibrated ``threshold_`` if it has one;
@@ -102,6 +105,7 @@ def save_probe(probe: BaseProbe, path: str | os.PathLike[str], *, site: Any = No
         "site": None if site is None else str(site), "selection": selection,
         "model_fingerprint": model_fingerprint, "data_fingerprint": data_fingerprint,
         "heldout_version": __version__, "checksum": _checksum(tensors),
+        **({"calibration": calibration} if calibration is not None else {}),
     }
     return write_atomic(path, lambda tmp: save_file(tensors, tmp,
                                                     metadata={"heldout": json.dumps(meta)}))
@@ -171,7 +175,8 @@ def load_probe(path: str | os.PathLike[str]) -> BaseProbe:
     probe.meta_ = ProbeMeta(site=meta.get("site"), selection=meta.get("selection"),
                             model_fingerprint=meta.get("model_fingerprint"),
                             data_fingerprint=meta.get("data_fingerprint"),
-                            heldout_version=str(meta.get("heldout_version")))
+                            heldout_version=str(meta.get("heldout_version")),
+                            calibration=meta.get("calibration"))
     return probe
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from heldout.activations.sites import HookSite
 from heldout.analysis.metrics import (
+    accuracy,
     auroc,
     bootstrap_ci,
     recall_at_fpr,
@@ -28,6 +29,7 @@ from heldout.errors import ConfigError, DataError, StoreError
 from heldout.probes.base import BaseProbe, check_finite, check_labels, pad_tokens
 from heldout.probes.io import PROBES
 from heldout.probes.linear import LogisticProbe, fit_logistic_batched
+from heldout.probes.splits import seeded_split
 
 TOKEN_KINDS = ("attention", "token_mean", "token_max")
 """Sweep names of the per-token probes (usable on ``tokens`` stores only)."""
@@ -38,9 +40,10 @@ class SweepResult:
     """The outcome of :func:`sweep`."""
 
     table: pd.DataFrame
-    """One row per (site, probe): site, layer, probe, auroc, auroc_low, auroc_high,
-    recall_at_fpr, recall_low, recall_high, threshold, fit_seconds, n_train, n_test,
-    n_control."""
+    """One row per (site, probe): site, kind, layer, probe, auroc, auroc_low,
+    auroc_high, recall_at_fpr, recall_low, recall_high, accuracy (at the threshold, on
+    the test split), fpr_at_threshold (test negatives above it), threshold,
+    fit_seconds, n_train, n_test, n_control."""
     best_site: HookSite
     """Site of the best row: highest recall at ``fpr``, ties broken by AUROC."""
     best_probe: str
@@ -49,6 +52,8 @@ class SweepResult:
     """False-positive rate the thresholds were set at."""
     probes: dict[tuple[str, str], BaseProbe] = field(repr=False)
     """Fitted probes by ``(str(site), probe name)``, each with ``threshold_`` set."""
+    calibration: str = ""
+    """Which rows the thresholds were calibrated on (never rows a probe was fitted on)."""
 
     def plot(self) -> Any:
         """Per-layer AUROC and recall-at-FPR, one line per (site kind, probe): a
@@ -71,15 +76,12 @@ def make_probe(name: str, params: dict[str, Any] | None = None) -> BaseProbe:
 def split_rows(store: Any, train_split: str, test_split: str, *, seed: int = 0,
                test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Train and test row indices: by the store's split column, or, if the store has
-    none, by a seeded partition stratified by label."""
+    none, by a seeded partition stratified by label that keeps each of the store's
+    groups on one side (:func:`heldout.probes.splits.seeded_split`)."""
     splits = list(store.splits)
     if all(s is None for s in splits):
-        rng = np.random.default_rng(seed)
-        test = np.zeros(store.n_rows, dtype=bool)
-        for c in np.unique(store.labels):
-            idx = rng.permutation(np.flatnonzero(store.labels == c))
-            test[idx[: int(round(len(idx) * test_fraction))]] = True
-        return np.flatnonzero(~test), np.flatnonzero(test)
+        return seeded_split(store.labels, store.groups, seed=seed,
+                            test_fraction=test_fraction)
     arr = np.array(["" if s is None else s for s in splits])
     train, test = np.flatnonzero(arr == train_split), np.flatnonzero(arr == test_split)
     for name, rows in ((train_split, train), (test_split, test)):
@@ -127,16 +129,24 @@ def load_site(store: Any, site: HookSite, token_level: bool) -> np.ndarray:
     return X
 
 
-def control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndarray:
-    if control.d_model != store.d_model or control.selection != store.selection:
-        raise StoreError("the control store does not match the store (d_model "
-                         f"{control.d_model} vs {store.d_model}, selection "
-                         f"{control.selection!r} vs {store.selection!r})",
-                         fix="cache the control set with the same model and selection")
-    missing = [str(s) for s in sites if s not in control.sites]
+def check_matching_store(other: Any, store: Any, sites: Sequence[HookSite], what: str,
+                         fix: str) -> None:
+    """StoreError unless ``other`` has ``store``'s d_model and selection and holds every
+    site in ``sites``; ``what`` names ``other`` in the message (e.g. "the control store")."""
+    if other.d_model != store.d_model or other.selection != store.selection:
+        raise StoreError(f"{what} does not match the store (d_model {other.d_model} vs "
+                         f"{store.d_model}, selection {other.selection!r} vs "
+                         f"{store.selection!r})", fix=fix)
+    missing = [str(s) for s in sites if s not in other.sites]
     if missing:
-        raise StoreError(f"the control store lacks site(s) {', '.join(missing)}",
-                         fix="cache the control set at the same sites")
+        raise StoreError(f"{what} lacks site(s) {', '.join(missing)}",
+                         fix=fix.replace("model and selection", "sites"))
+
+
+def control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndarray:
+    """The benign (label-0) rows of a control store that matches ``store`` at ``sites``."""
+    check_matching_store(control, store, sites, "the control store",
+                         fix="cache the control set with the same model and selection")
     rows = np.flatnonzero(control.labels == 0)
     if len(rows) == 0:
         raise DataError("the control store has no benign (label 0) rows to set a "
@@ -144,19 +154,10 @@ def control_rows(control: Any, store: Any, sites: Sequence[HookSite]) -> np.ndar
     return rows
 
 
-def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
-          probes: Sequence[str] = ("logistic", "diffmeans", "lda"), control: Any = None,
-          train_split: str = "train", test_split: str = "test", fpr: float = 0.01, *,
-          seed: int = 0, test_fraction: float = 0.3, n_resamples: int = 200,
-          probe_params: dict[str, dict[str, Any]] | None = None,
-          progress: bool = False) -> SweepResult:
-    """Fit each probe in ``probes`` at each site, score the test split, and tabulate.
-
-    Everything is validated (probe names, sites, splits, labels, control set) before
-    any probe is fitted. ``probe_params`` maps a probe name to constructor arguments;
-    ``progress`` shows a bar over (site, probe) fits and scorings.
-    """
-    names = list(dict.fromkeys(probes))
+def check_request(store: Any, sites: Sequence[HookSite | str] | None, names: Sequence[str],
+                  fpr: float, probe_params: dict[str, dict[str, Any]] | None
+                  ) -> list[HookSite]:
+    """Validate probe names, ``fpr``, and sites against ``store``; the site list."""
     for name in names:
         make_probe(name, (probe_params or {}).get(name))
     if not 0 < fpr < 1:
@@ -172,6 +173,12 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                          fix="pick stored sites")
     if store.selection != "tokens" and any(n in TOKEN_KINDS for n in names):
         load_site(store, site_list[0], token_level=True)  # raises the ConfigError
+    return site_list
+
+
+def train_test_rows(store: Any, train_split: str, test_split: str, *, seed: int,
+                    test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_rows`, then DataError naming a split that lacks a label."""
     train, test = split_rows(store, train_split, test_split, seed=seed,
                              test_fraction=test_fraction)
     if any(s is not None for s in store.splits):
@@ -186,6 +193,88 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
                        fix=fix)
     check_split_labels(store, test, split_names[1], "AUROC and recall need both labels",
                        fix=fix)
+    return train, test
+
+
+def fit_probes(X_train: dict[tuple[HookSite, bool], np.ndarray], y_train: np.ndarray,
+               sites: Sequence[HookSite], names: Sequence[str],
+               probe_params: dict[str, dict[str, Any]] | None = None, bar: Any = None
+               ) -> dict[tuple[str, str], tuple[BaseProbe, float]]:
+    """Fit every probe in ``names`` at every site; ``X_train[site, token_level]`` holds
+    the training rows. Returns ``{(str(site), name): (probe, fit seconds)}``; the
+    logistic probes of all sites share one batched fit."""
+    fitted: dict[tuple[str, str], tuple[BaseProbe, float]] = {}
+    if "logistic" in names:
+        params = (probe_params or {}).get("logistic") or {}
+        proto = LogisticProbe(**params)
+        start = time.perf_counter()
+        W, b, mean, scale, n_iter = fit_logistic_batched(
+            np.stack([X_train[s, False] for s in sites]), y_train, C=proto.C,
+            max_iter=proto.max_iter, tol=proto.tol, device=proto.device)
+        per_site = (time.perf_counter() - start) / len(sites)
+        for i, site in enumerate(sites):
+            probe = LogisticProbe.from_solution(proto.get_params(), W[i], float(b[i]),
+                                                mean[i], scale[i], int(n_iter[i]))
+            fitted[str(site), "logistic"] = (probe, per_site)
+        if bar is not None:
+            bar.update(len(sites))
+    for site in sites:
+        for name in names:
+            if name == "logistic":
+                continue
+            probe = make_probe(name, (probe_params or {}).get(name))
+            start = time.perf_counter()
+            probe.fit(X_train[site, name in TOKEN_KINDS], y_train)
+            fitted[str(site), name] = (probe, time.perf_counter() - start)
+            if bar is not None:
+                bar.update()
+    return fitted
+
+
+def score_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, *, fpr: float,
+                  control_scores: np.ndarray | None = None, seed: int = 0,
+                  n_resamples: int = 200) -> dict[str, float]:
+    """AUROC, recall and accuracy of ``scores`` on labels ``y``, with 95% bootstrap
+    intervals.
+
+    With ``control_scores`` (the negatives the threshold was calibrated on), recall at
+    ``fpr`` is bootstrapped over positives and control together (the threshold is re-set
+    in each replicate); without, ``threshold`` is fixed (calibrated elsewhere) and only
+    the positives are resampled. ``accuracy`` and ``fpr_at_threshold`` (the share of
+    ``y``'s negatives above it) use ``threshold``.
+    """
+    auc = bootstrap_ci(auroc, y, scores, strata=y, n_resamples=n_resamples, seed=seed)
+    pos = scores[y == 1]
+    if control_scores is not None:
+        rec = bootstrap_ci(lambda p, c: recall_at_fpr(p, c, fpr), pos, control_scores,
+                           independent=True, n_resamples=n_resamples, seed=seed)
+    else:
+        rec = bootstrap_ci(lambda p: float((p > threshold).mean()), pos,
+                           n_resamples=n_resamples, seed=seed)
+    return {"auroc": auc.estimate, "auroc_low": auc.low, "auroc_high": auc.high,
+            "recall_at_fpr": rec.estimate, "recall_low": rec.low, "recall_high": rec.high,
+            "accuracy": accuracy(y, scores > threshold),
+            "fpr_at_threshold": float((scores[y == 0] > threshold).mean()),
+            "threshold": threshold}
+
+
+def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
+          probes: Sequence[str] = ("logistic", "diffmeans", "lda"), control: Any = None,
+          train_split: str = "train", test_split: str = "test", fpr: float = 0.01, *,
+          seed: int = 0, test_fraction: float = 0.3, n_resamples: int = 200,
+          probe_params: dict[str, dict[str, Any]] | None = None,
+          progress: bool = False) -> SweepResult:
+    """Fit each probe in ``probes`` at each site, score the test split, and tabulate.
+
+    Everything is validated (probe names, sites, splits, labels, control set) before
+    any probe is fitted. Thresholds are set on rows no probe was fitted on: the
+    control store's negatives, else the test split's. ``probe_params`` maps a probe
+    name to constructor arguments; ``progress`` shows a bar over fits and scorings.
+    """
+    names = list(dict.fromkeys(probes))
+    site_list = check_request(store, sites, names, fpr, probe_params)
+    train, test = train_test_rows(store, train_split, test_split, seed=seed,
+                                  test_fraction=test_fraction)
     y_train = check_labels(store.labels[train])
     y_test = check_labels(store.labels[test])
     ctrl_rows = None if control is None else control_rows(control, store, site_list)
@@ -203,30 +292,8 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
 
     bar = tqdm(total=2 * len(site_list) * len(names), desc="probe sweep", unit="fit",
                disable=not progress, leave=False)
-    fitted: dict[tuple[str, str], tuple[BaseProbe, float]] = {}
-    if "logistic" in names:
-        params = (probe_params or {}).get("logistic") or {}
-        proto = LogisticProbe(**params)
-        start = time.perf_counter()
-        W, b, mean, scale, n_iter = fit_logistic_batched(
-            np.stack([data[s, False][0] for s in site_list]), y_train, C=proto.C,
-            max_iter=proto.max_iter, tol=proto.tol, device=proto.device)
-        per_site = (time.perf_counter() - start) / len(site_list)
-        for i, site in enumerate(site_list):
-            probe = LogisticProbe.from_solution(proto.get_params(), W[i], float(b[i]),
-                                                mean[i], scale[i], int(n_iter[i]))
-            fitted[str(site), "logistic"] = (probe, per_site)
-        bar.update(len(site_list))
-    for site in site_list:
-        for name in names:
-            if name == "logistic":
-                continue
-            probe = make_probe(name, (probe_params or {}).get(name))
-            start = time.perf_counter()
-            probe.fit(data[site, name in TOKEN_KINDS][0], y_train)
-            fitted[str(site), name] = (probe, time.perf_counter() - start)
-            bar.update()
-
+    fitted = fit_probes({k: v[0] for k, v in data.items()}, y_train, site_list, names,
+                        probe_params, bar)
     rows = []
     for site in site_list:
         for name in names:
@@ -235,22 +302,28 @@ def sweep(store: Any, sites: Sequence[HookSite | str] | None = None,
             _, X_te, X_ctrl = data[site, name in TOKEN_KINDS]
             scores, ctrl = probe.decision_function(X_te), probe.decision_function(X_ctrl)
             probe.threshold_ = threshold_at_fpr(ctrl, fpr)
-            auc = bootstrap_ci(auroc, y_test, scores, strata=y_test, n_resamples=n_resamples,
-                               seed=seed)
-            rec = bootstrap_ci(lambda p, c: recall_at_fpr(p, c, fpr), scores[y_test == 1],
-                               ctrl, independent=True, n_resamples=n_resamples, seed=seed)
             rows.append({"site": str(site), "kind": site.kind, "layer": site.layer,
-                         "probe": name, "auroc": auc.estimate, "auroc_low": auc.low,
-                         "auroc_high": auc.high, "recall_at_fpr": rec.estimate,
-                         "recall_low": rec.low, "recall_high": rec.high,
-                         "threshold": probe.threshold_, "fit_seconds": seconds,
-                         "n_train": len(train), "n_test": len(test), "n_control": len(ctrl)})
+                         "probe": name, **score_metrics(
+                             y_test, scores, probe.threshold_, fpr=fpr, control_scores=ctrl,
+                             seed=seed, n_resamples=n_resamples),
+                         "fit_seconds": seconds, "n_train": len(train), "n_test": len(test),
+                         "n_control": len(ctrl)})
     bar.close()
     table = pd.DataFrame(rows)
     best = table.sort_values(["recall_at_fpr", "auroc"], ascending=False, kind="stable").iloc[0]
     return SweepResult(table=table, best_site=HookSite.parse(str(best["site"])),
                        best_probe=str(best["probe"]), fpr=fpr,
-                       probes={k: v[0] for k, v in fitted.items()})
+                       probes={k: v[0] for k, v in fitted.items()},
+                       calibration=calibration_source(store, control, test_split))
+
+
+def calibration_source(store: Any, control: Any, test_split: str) -> str:
+    """Which rows a sweep's thresholds were calibrated on, in words."""
+    if control is not None:
+        return f"the control store's negatives ({control.path})"
+    seeded = all(s is None for s in store.splits)
+    return (f"the negatives of the {'seeded test' if seeded else repr(test_split)} split "
+            "(not trained on)")
 
 
 def plot_sweep(table: pd.DataFrame, *, fpr: float = 0.01) -> Any:
