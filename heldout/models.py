@@ -42,8 +42,7 @@ def check_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     safetensors weights, or tokenizer files.
     """
     folder = Path(path)
-    if folder.is_dir() and not (folder / "config.json").is_file() \
-            and (folder / "steps.jsonl").is_file():
+    if (folder / "steps.jsonl").is_file() and (folder / "evals.jsonl").is_file():
         raise ModelLoadError(f"{str(folder)!r} is a heldout run folder, not a model folder",
                              fix=_run_folder_hint(folder))
     if not folder.is_dir():
@@ -149,7 +148,6 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         folder = check_checkpoint_dir(source)
         # A local folder needs no hub; stay offline so nothing is fetched by accident.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        check_weights_cover_architecture(folder)
         tokenizer = bridgeable_tokenizer(tokenizer)
         from transformer_lens.model_bridge import TransformerBridge
         from transformers.utils import logging as hf_logging
@@ -159,6 +157,7 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         shown = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
+            check_weights_cover_architecture(folder)
             return TransformerBridge.boot_transformers(str(folder), device=device,
                                                        dtype=torch_dtype, tokenizer=tokenizer)
         finally:

@@ -19,7 +19,8 @@ Works from a notebook::
 
 The run folder holds ``config.json``, ``steps.jsonl`` (one record per step),
 ``evals.jsonl`` (one record per monitored evaluation), ``checkpoints/``, ``probes/``
-(probes retrained on the final model), ``model.safetensors`` (final weights),
+(probes retrained on the final model), ``final/`` (the final model as an HF checkpoint
+folder; ``model.safetensors`` under bridge names for a native TransformerLens model),
 ``plots/`` and, with ``tensorboard=True``, ``tensorboard/`` (the same scalars as
 TensorBoard events, :mod:`heldout.training.tensorboard`). ``Trainer(config,
 resume=True)`` continues from the newest checkpoint and produces the same records as an
@@ -141,6 +142,7 @@ class Trainer:
         sets = EvalSets.first(env, config.n_eval)
         source = model_source(config, env) if model is None else None
         self.model = model if model is not None else load_model(source)
+        self.lora: Any = None
         if reference is None:
             reference = load_model(source) if model is None else clone_bridge(self.model)
         self.reference = reference
@@ -406,17 +408,37 @@ class Trainer:
 
             say(summary_line(EvalRecord.from_dict(record), run=self.out.name))
 
-    def finish(self) -> None:
-        """Final weights, probes retrained on the final model, and the curve plots."""
+    def save_final_model(self) -> Path:
+        """The final weights. A model over an HF checkpoint becomes an ordinary HF folder,
+        ``<out>/final`` (LoRA merged; with LoRA the adapter also in ``final/adapter``),
+        loadable by ``load_model`` and ``heldout cache --model``. A native
+        TransformerLens model has no HF form: its parameters go to
+        ``<out>/model.safetensors`` under the bridge's names."""
         from safetensors.torch import save_file
 
+        from heldout.training.export import is_hf_backed, save_hf_folder
+
+        if is_hf_backed(self.model):
+            final = save_hf_folder(self.model, self.out / "final")
+            if self.lora is not None:
+                from heldout.training.lora import save_adapter
+
+                save_adapter(self.model, self.lora, final / "adapter")
+            return final
+        path = self.out / "model.safetensors"
+        save_file({n: p.detach().cpu().clone(memory_format=torch.contiguous_format)
+                   for n, p in self.model.named_parameters()}, str(path))
+        return path
+
+    def finish(self) -> None:
+        """Final weights (:meth:`save_final_model`), probes retrained on the final model,
+        and the curve plots."""
         from heldout.analysis.curves import plot_run
         from heldout.probes.io import save_probe
         from heldout.probes.linear import LogisticProbe
         from heldout.training.monitor import forward_pass
 
-        save_file({n: p.detach().cpu().clone(memory_format=torch.contiguous_format) for n, p in self.model.named_parameters()},
-                  str(self.out / "model.safetensors"))
+        self.save_final_model()
         mon = self.monitor
         if self.probes:
             self.model.eval()

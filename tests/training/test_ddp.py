@@ -84,8 +84,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         assert b["losses"] == pytest.approx(a["losses"], rel=LOSS_RTOL)
         assert b["metrics"]["grad_norm"] == pytest.approx(a["metrics"]["grad_norm"],
                                                          rel=LOSS_RTOL)
-    wa = load_file(str(tmp_path / "single" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "multi" / "model.safetensors"))
+    wa = load_file(str(tmp_path / "single" / "final" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "multi" / "final" / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=WEIGHT_ATOL) for k in wa)
     evals = [json.loads(x) for x in (tmp_path / "multi" / "evals.jsonl").read_text()
              .splitlines()]

@@ -54,8 +54,8 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path: Path) -> None:  # ty
     assert ea == eb and [r["step"] for r in ea] == [0, 2, 4]
     from safetensors.torch import load_file
 
-    wa = load_file(str(tmp_path / "whole" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "split" / "model.safetensors"))
+    wa = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "split" / "final" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "whole" / "plots" / "behaviour.png").is_file()
     assert list((tmp_path / "whole" / "probes").glob("retrained-*.safetensors"))
