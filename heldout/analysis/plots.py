@@ -2,7 +2,7 @@
 
 Every function returns a ``matplotlib.figure.Figure`` (shown inline in Jupyter; saved by
 the report writer or :func:`heldout.analysis.style.save_figure`). Per-layer sweep plots
-live with the sweep (heldout.probes.sweep).
+live with the sweep (heldout.probes.sweep); the transfer plot is here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from heldout.analysis.style import kind_color, legend_outside, new_figure
+from heldout.analysis.style import (
+    MonitorColors,
+    integer_axis,
+    kind_color,
+    legend_outside,
+    new_figure,
+)
 
 
 def roc_points(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,5 +87,36 @@ def plot_score_histograms(groups: Mapping[str, np.ndarray], *,
     ax.set_xlabel("probe logit")
     ax.set_ylabel("density")
     ax.set_title(title)
+    legend_outside(ax)
+    return fig
+
+
+def plot_transfer(table: Any, *, fpr: float = 0.01) -> Any:
+    """AUROC against layer with 95% CI bands, one line per (probe, test set) of a
+    :func:`heldout.probes.transfer.transfer` table: colour per test set, line style
+    per probe; the in-distribution line (the train store's own test split) in black.
+    Returns the figure."""
+    fig, axes = new_figure(8, 4.2)
+    ax = axes[0, 0]
+    colors = MonitorColors(table.loc[~table["in_distribution"], "test"].astype(str))
+    styles = dict(zip(sorted(table["probe"].unique()), ("-", "--", ":", "-.") * 4))
+    keys = ["probe", "test"] + (["kind"] if table["kind"].nunique() > 1 else [])
+    for key, group in table.groupby(keys, sort=True):
+        probe, test, *kind = key
+        group = group.sort_values("layer")
+        color = "black" if bool(group["in_distribution"].iloc[0]) else colors.color(str(test))
+        label = f"{probe} on {test}" + (f" ({kind[0]})" if kind else "")
+        ax.plot(group["layer"], group["auroc"], marker="o", ls=styles[probe], color=color,
+                label=label)
+        ax.fill_between(group["layer"], group["auroc_low"], group["auroc_high"], alpha=0.1,
+                        color=color)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("AUROC (no threshold)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    integer_axis(ax.xaxis)
+    ax.set_title(f"Transfer (thresholds for recall/accuracy at {fpr:.0%} FPR: see the table)",
+                 fontsize=9)
     legend_outside(ax)
     return fig

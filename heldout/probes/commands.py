@@ -1,4 +1,4 @@
-"""CLI: ``heldout fit``, ``heldout sweep`` and ``heldout evaluate``.
+"""CLI: ``heldout fit``, ``heldout sweep``, ``heldout transfer`` and ``heldout evaluate``.
 
 Every command checks its inputs (store, site, probe name, labels, control set, probe
 file) before fitting anything or writing any file. Heavy imports stay inside the
@@ -70,7 +70,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-probes", action="store_true",
                    help="also save every fitted probe under OUT/probes/")
+    p.add_argument("--test-store", action="append", default=None, metavar="STORE",
+                   help="also score every probe on this store (repeatable): runs "
+                        "`heldout transfer` instead, writing transfer.csv/.png")
     p.set_defaults(func=run_sweep)
+
+    p = subparsers.add_parser(
+        "transfer", help="fit probes on one store, score them on other stores",
+        description="Fit every probe kind at every site on the train split of --store, "
+                    "calibrate each threshold on rows no probe was fitted on (--control's "
+                    "negatives, else the store's test-split negatives), then score the "
+                    "store's test split and every --test-store (all rows): AUROC, "
+                    "accuracy, recall and the FPR the threshold gives there. Writes "
+                    "OUT/transfer.csv and OUT/transfer.png (AUROC by layer).")
+    p.add_argument("--store", required=True, help="store the probes are fitted on")
+    p.add_argument("--test-store", required=True, action="append", metavar="STORE",
+                   help="store to score the probes on (repeatable); same model, sites "
+                        "and selection")
+    p.add_argument("--control", default=None, help="store of benign examples for thresholds")
+    p.add_argument("--out", required=True, help="folder for transfer.csv and transfer.png")
+    p.add_argument("--sites", default=None, help="e.g. resid_post:6,12,17 (default: all "
+                                                 "stored)")
+    p.add_argument("--probes", default="logistic,diffmeans,lda", help="comma-separated")
+    p.add_argument("--fpr", type=float, default=0.01)
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_transfer)
 
     p = subparsers.add_parser("evaluate", help="score a saved probe on a store")
     p.add_argument("--probe", required=True, help="probe file (.safetensors)")
@@ -193,9 +219,15 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from heldout.activations.sites import parse_sites
+    from heldout.errors import ConfigError
     from heldout.probes.io import save_probe
     from heldout.probes.sweep import sweep
 
+    if args.test_store:
+        if args.save_probes:
+            raise ConfigError("--save-probes is not available with --test-store",
+                              fix="run `heldout sweep` without --test-store to save probes")
+        return run_transfer(args)
     store = _open(args.store)
     control = _open(args.control) if args.control else None
     sites = None if args.sites is None else parse_sites(args.sites)
@@ -266,4 +298,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
+    return 0
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    from heldout.activations.sites import parse_sites
+    from heldout.analysis.style import save_figure
+    from heldout.probes.transfer import transfer
+
+    store = _open(args.store)
+    tests = [_open(path) for path in args.test_store]
+    control = _open(args.control) if args.control else None
+    sites = None if args.sites is None else parse_sites(args.sites)
+    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    result = transfer(store, tests, sites, probes=probes, control=control,
+                      train_split=args.train_split, test_split=args.test_split,
+                      fpr=args.fpr, seed=args.seed, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "transfer.csv", index=False)
+    save_figure(result.plot(), out / "transfer.png")
+    cols = ["site", "probe", "test", "auroc", "auroc_low", "auroc_high", "accuracy",
+            "recall_at_fpr", "fpr_at_threshold"]
+    print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"thresholds at {args.fpr:.1%} FPR from {result.calibration}")
+    print(f"wrote {out / 'transfer.csv'} and {out / 'transfer.png'}")
     return 0
