@@ -2,7 +2,8 @@
 
 One folder per checkpoint, ``<run>/checkpoints/step-000050/``:
 
-- ``model.safetensors``: every parameter of the model, by ``named_parameters`` name;
+- ``model.safetensors``: every parameter of the model, by ``named_parameters`` name
+  (a LoRA run: only the adapter tensors);
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's ``state_dict``, its
   tensors flattened to ``state.<param index>.<key>`` and everything else (param groups,
   non-tensor state) in the JSON index;
@@ -116,15 +117,22 @@ class Checkpoint:
 
 def save_checkpoint(run_dir: str | os.PathLike[str], step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, data_generator: torch.Generator,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``<run_dir>/checkpoints/step-NNNNNN`` atomically; keep the ``keep`` newest."""
+                    state: dict[str, Any], keep: int = 2,
+                    parameters: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``<run_dir>/checkpoints/step-NNNNNN`` atomically; keep the ``keep`` newest.
+
+    parameters : the tensors to save by name; default every ``named_parameters`` of
+        ``model`` (a LoRA run passes only its adapters).
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / _step_dir(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
         # clone: some bridge parameters are views of a joint QKV tensor (shared memory)
-        params = {n: p.detach().cpu().clone(memory_format=torch.contiguous_format) for n, p in model.named_parameters()}
+        chosen = dict(model.named_parameters()) if parameters is None else parameters
+        params = {n: p.detach().cpu().clone(memory_format=torch.contiguous_format)
+                  for n, p in chosen.items()}
         save_file(params, str(tmp / "model.safetensors"))
         opt_tensors, opt_index = flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -179,9 +187,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                       rng_tensors=rng, state=state)
 
 
-def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy saved parameters into ``model`` (names must match exactly)."""
-    params = dict(model.named_parameters())
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
+                       names: set[str] | None = None) -> None:
+    """Copy saved parameters into ``model``: the names in ``weights`` must be exactly
+    ``names`` (default every parameter of the model; a LoRA run: its adapters)."""
+    params = {n: p for n, p in model.named_parameters() if names is None or n in names}
     missing = sorted(set(params) - set(weights))
     extra = sorted(set(weights) - set(params))
     if missing or extra:

@@ -25,6 +25,10 @@ PenaltyShape = Literal["mean", "max", "neglog"]
 Schedule = Literal["constant", "linear", "cosine"]
 Mode = Literal["gradient", "reward", "screening", "intervention"]
 Detector = Literal["live", "frozen"]
+DType = Literal["float32", "bfloat16", "float16"]
+Device = Literal["cpu", "cuda", "auto"]
+DTYPES: tuple[str, ...] = get_args(DType)
+DEVICES: tuple[str, ...] = get_args(Device)
 ROLES: tuple[str, ...] = get_args(Role)
 MODES: tuple[str, ...] = get_args(Mode)
 DETECTORS: tuple[str, ...] = get_args(Detector)
@@ -169,6 +173,23 @@ class TrainConfig:
     """Reward mode with sampling: sampling temperature."""
     reward_top_p: float = 1.0
     """Reward mode with sampling: nucleus (top-p) sampling mass; 1 = the full distribution."""
+    dtype: DType = "float32"
+    """Weights' dtype while training: ``float32``, ``bfloat16`` or ``float16`` (the
+    model, its frozen reference and, without LoRA, the optimizer state)."""
+    device: Device = "auto"
+    """``cpu``, ``cuda``, or ``auto`` (CUDA when available, else CPU)."""
+    lora_rank: int = 0
+    """LoRA rank r (through ``peft``); 0 = no LoRA: full fine-tuning. With LoRA only the
+    adapters train and are checkpointed; the final folder holds merged weights and
+    the adapter (``final/adapter``)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (alpha / r) · B·A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (0 = none, deterministic); needs ``dropout=True``."""
+    lora_target_modules: tuple[str, ...] = ()
+    """Module names the adapters wrap, e.g. ``("q_proj", "v_proj")`` (Llama) or
+    ``("c_attn",)`` (GPT-2); empty = every linear layer in the blocks (peft's
+    ``all-linear``). Names the model lacks are refused, listing those it has."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probes", tuple(
@@ -200,6 +221,9 @@ class TrainConfig:
         _choice(self.schedule, SCHEDULES, "learning-rate schedule")
         _choice(self.mode, MODES, "training mode")
         _choice(self.reward_detector, DETECTORS, "reward detector placement")
+        _choice(self.dtype, DTYPES, "dtype")
+        _choice(self.device, DEVICES, "device")
+        self._check_lora()
         if not isinstance(self.reward_samples, int) or isinstance(self.reward_samples, bool) \
                 or self.reward_samples < 0:
             raise ConfigError(f"TrainConfig.reward_samples must be an integer >= 0, got "
@@ -243,6 +267,39 @@ class TrainConfig:
         if dupes:
             raise ConfigError(f"two monitors share the name(s) {', '.join(dupes)}",
                               fix="give each ProbeSpec / TextMonitorSpec a distinct name=")
+
+    def _check_lora(self) -> None:
+        targets = self.lora_target_modules
+        if isinstance(targets, str):
+            targets = tuple(t.strip() for t in targets.split(",") if t.strip())
+        object.__setattr__(self, "lora_target_modules", tuple(targets))
+        if not all(isinstance(t, str) and t for t in self.lora_target_modules):
+            raise ConfigError(f"lora_target_modules must be module names, got "
+                              f"{self.lora_target_modules!r}",
+                              fix='use e.g. ["q_proj", "v_proj"], or [] for every linear layer')
+        r = self.lora_rank
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            raise ConfigError(f"TrainConfig.lora_rank must be an integer >= 0, got {r!r}",
+                              fix="use e.g. 16, or 0 for full fine-tuning")
+        if not isinstance(self.lora_alpha, (int, float)) or not self.lora_alpha > 0:
+            raise ConfigError(f"TrainConfig.lora_alpha must be > 0, got {self.lora_alpha!r}",
+                              fix="use e.g. 2 × lora_rank")
+        if not isinstance(self.lora_dropout, (int, float)) or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"TrainConfig.lora_dropout must be in [0, 1), got "
+                              f"{self.lora_dropout!r}", fix="use e.g. 0.05, or 0 for none")
+        if r == 0 and self.lora_target_modules:
+            raise ConfigError(f"lora_target_modules {list(self.lora_target_modules)} are set "
+                              "but lora_rank is 0 (full fine-tuning)",
+                              fix="set lora_rank (e.g. 16) to train adapters, or drop "
+                                  "lora_target_modules")
+        if self.lora_dropout and not self.dropout:
+            raise ConfigError(f"lora_dropout={self.lora_dropout} would never apply: the model "
+                              "trains in eval mode unless dropout=True",
+                              fix="set dropout=True (model dropout on too), or lora_dropout=0")
+        if r and self.train_from_layer is not None:
+            raise ConfigError("train_from_layer freezes blocks of a full fine-tuning run, "
+                              "but lora_rank > 0 trains adapters",
+                              fix="drop train_from_layer, or set lora_rank=0")
 
     @property
     def against(self) -> tuple[ProbeSpec, ...]:
@@ -310,11 +367,13 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def fingerprint(self) -> str:
-        """Hash of every field except ``out`` and ``tensorboard`` (where the run is
-        written, and in which formats): a resume must match it."""
+        """Hash of every field except ``out``, ``tensorboard`` and ``device`` (where the
+        run is written, in which formats, on which machine): a resume must match it."""
         data = self.to_dict()
         data.pop("out")
         data.pop("tensorboard")
+        data.pop("device")  # a run may resume on another machine
+        data["lora_target_modules"] = list(data["lora_target_modules"])
         for name, default in _NEW_DEFAULTS.items():  # configs from before these fields
             if data.get(name) == default:
                 data.pop(name)
@@ -323,6 +382,9 @@ class TrainConfig:
 
 _NEW_DEFAULTS: dict[str, Any] = {"mode": "gradient", "reward_detector": "live",
                                  "reward_samples": 0, "reward_temperature": 1.0,
-                                 "reward_top_p": 1.0, "environment": None, "monitors": []}
+                                 "reward_top_p": 1.0, "environment": None, "monitors": [],
+                                 "dtype": "float32", "device": "auto", "lora_rank": 0,
+                                 "lora_alpha": 16.0, "lora_dropout": 0.0,
+                                 "lora_target_modules": []}
 """Fields added after the first release: left out of the fingerprint at their defaults,
 so run folders written before them still resume."""

@@ -51,6 +51,8 @@ from heldout.errors import ConfigError, TrainingError
 from heldout.training import checkpoint as ckpt
 from heldout.training.channels import make_step_loss
 from heldout.training.config import TrainConfig
+from heldout.training.lora import adapter_parameters, load_lora_model, save_adapter
+from heldout.training.lora import describe as describe_trainable
 from heldout.training.monitor import EvalSets, Monitor, summary_line
 from heldout.training.penalty import BoundProbe, bind_probe, capture
 from heldout.training.proxies import BoundText, bind_text_monitor
@@ -141,10 +143,16 @@ class Trainer:
         step_loss = step_loss if step_loss is not None else make_step_loss(config, env)
         sets = EvalSets.first(env, config.n_eval)
         source = model_source(config, env) if model is None else None
-        self.model = model if model is not None else load_model(source)
-        self.lora: Any = None
+        device = self._device(config, model)
+        self.lora: TrainConfig | None = config if config.lora_rank else None
+        if self.lora is not None:
+            self.model = load_lora_model(source, config, device=device, dtype=config.dtype)
+        else:
+            self.model = model if model is not None else load_model(source, device=device,
+                                                                      dtype=config.dtype)
         if reference is None:
-            reference = load_model(source) if model is None else clone_bridge(self.model)
+            reference = load_model(source, device=device, dtype=config.dtype) \
+                if model is None else clone_bridge(self.model)
         self.reference = reference
         for p in self.reference.parameters():
             p.requires_grad_(False)
@@ -158,6 +166,10 @@ class Trainer:
         self.against = [p for p in self.probes if p.spec.role == "train_against"]
         self.texts_against = [t for t in self.texts if t.spec.role == "train_against"]
         self.params = self._trainable()
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(describe_trainable(config, self.model))
         tok = self.model.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.examples = tuple(env.train)
@@ -229,10 +241,26 @@ class Trainer:
             last_epoch=self.step_count - 1)
 
     # -- setup --------------------------------------------------------------------
+    @staticmethod
+    def _device(config: TrainConfig, model: Any) -> str | None:
+        """The device to load on (None: CUDA when available); refuses what cannot be."""
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device='cuda', but torch sees no CUDA device",
+                              fix="use device='cpu' or 'auto', or run on a GPU machine")
+        if config.lora_rank and model is not None:
+            raise ConfigError("LoRA (lora_rank > 0) injects adapters while loading the "
+                              "model, but an already-loaded model was passed",
+                              fix="give the checkpoint folder as config.model and no model=, "
+                                  "or set lora_rank=0")
+        return None if config.device == "auto" else config.device
+
     def _trainable(self) -> list[torch.nn.Parameter]:
         k = self.config.train_from_layer
         everything = list(self.model.parameters())
-        if k is None:
+        if self.lora is not None:
+            adapters = {id(p) for p in adapter_parameters(self.model).values()}
+            chosen = [p for p in everything if id(p) in adapters]
+        elif k is None:
             chosen = everything
         else:
             n_layers = int(self.model.cfg.n_layers)
@@ -249,7 +277,7 @@ class Trainer:
 
     def _restore(self, folder: Path) -> None:
         state = ckpt.load_checkpoint(folder)
-        ckpt.load_model_weights(self.model, state.model)
+        ckpt.load_model_weights(self.model, state.model, names=set(self.saved_parameters()))
         self.optimizer.load_state_dict(state.optimizer)
         ckpt.restore_rng(state.rng_tensors, state.state["rng"], self.generator)
         self.step_count = state.step
@@ -344,12 +372,20 @@ class Trainer:
             record = self.monitor.evaluate(self.model, self.step_count)
         return record.to_dict()
 
+    def saved_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """What a checkpoint holds: every parameter, or with LoRA only the adapters
+        (the base weights never change)."""
+        if self.lora is not None:
+            return adapter_parameters(self.model)
+        return dict(self.model.named_parameters())
+
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.out, self.step_count, self.model, self.optimizer,
                                     self.generator,
                                     {"config": self.config.to_dict(),
                                      "config_fingerprint": self.config.fingerprint()},
-                                    keep=self.config.keep_checkpoints)
+                                    keep=self.config.keep_checkpoints,
+                                    parameters=self.saved_parameters())
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.out / name, "a", encoding="utf-8") as f:
@@ -421,8 +457,6 @@ class Trainer:
         if is_hf_backed(self.model):
             final = save_hf_folder(self.model, self.out / "final")
             if self.lora is not None:
-                from heldout.training.lora import save_adapter
-
                 save_adapter(self.model, self.lora, final / "adapter")
             return final
         path = self.out / "model.safetensors"
