@@ -126,3 +126,43 @@ def test_lora_settings_are_checked_up_front(lora_config, tmp_path: Path) -> None
     assert again.lora_target_modules == ("q_proj", "v_proj")
     assert again.fingerprint() == lora_config.fingerprint()
     assert TrainConfig.from_dict(lora_config.to_dict()) == lora_config
+
+
+def test_train_command_and_config_files_take_the_lora_fields(lora_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from heldout.cli import build_parser
+    from heldout.training.commands import build_config
+    from heldout.training.config import TrainConfig
+
+    saved = lora_config.replace(lora_rank=8).save(tmp_path / "run.json")
+    args = build_parser().parse_args(
+        ["train", "--config", str(saved), "--lora-rank", "16", "--lora-alpha", "32",
+         "--lora-target-modules", "q_proj,k_proj", "--dtype", "bfloat16", "--device", "cpu"])
+    config = build_config(args)
+    assert (config.lora_rank, config.lora_alpha, config.lora_target_modules) == \
+        (16, 32.0, ("q_proj", "k_proj"))
+    assert (config.dtype, config.device) == ("bfloat16", "cpu")
+    assert TrainConfig.load(config.save(tmp_path / "again.json")) == config
+
+
+@pytest.mark.slow
+def test_lora_on_smollm2_exports_a_loadable_merged_folder(tmp_path: Path) -> None:
+    from heldout.gguf import smollm2_folder
+    from heldout.training.config import TrainConfig
+    from heldout.training.export import save_hf_folder
+    from heldout.training.lora import describe, load_lora_model
+
+    config = TrainConfig(out=str(tmp_path / "r"), probes=({"path": "p.safetensors"},),
+                         lora_rank=16, lora_alpha=32.0, lora_target_modules=("q_proj", "v_proj"))
+    model = load_lora_model(smollm2_folder(), config, device="cpu", dtype="float32")
+    assert describe(config, model) == \
+        "LoRA r=16 on q_proj,v_proj: 0.92 M trainable of 135 M parameters"
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained-looking adapter: B no longer zero
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+    model.eval()
+    final = save_hf_folder(model, tmp_path / "final")
+    ids = torch.tensor([[1, 504, 3458, 314, 260, 3575, 30]])
+    with torch.no_grad():
+        assert (model(ids) - load_model(final, device="cpu")(ids)).abs().max() <= 1e-4
