@@ -111,6 +111,19 @@ def check_weights_cover_architecture(folder: Path) -> None:
                       "model.save_pretrained(folder)"))
 
 
+def checkpoint_layers(folder: str | os.PathLike[str]) -> int | None:
+    """The number of blocks a checkpoint folder's config.json declares (None: not found),
+    read without loading the model, so ``resid_post:all`` is checked before the load."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
 def load_model(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
                tokenizer: Any = None, device: str | None = None,
                dtype: str | torch.dtype = "float32") -> TransformerBridge:

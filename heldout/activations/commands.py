@@ -58,14 +58,14 @@ def run_cache(args: argparse.Namespace) -> int:
     from heldout.activations.distributed import local_device, ranks_from_env
     from heldout.activations.sites import parse_sites
     from heldout.data import load_dataset
-    from heldout.models import check_checkpoint_dir, load_model
+    from heldout.models import check_checkpoint_dir, checkpoint_layers, load_model
 
     # Cheap checks first, so bad input fails before the model is loaded. Every rank of
     # a torchrun job makes the same checks, so all of them stop on the same error.
     ranks = ranks_from_env()
-    check_checkpoint_dir(args.model)
+    folder = check_checkpoint_dir(args.model)
     dataset = load_dataset(args.data, group_by=args.group_by)
-    parse_sites(args.sites)
+    parse_sites(args.sites, n_layers=checkpoint_layers(folder))
     model = load_model(args.model, device=local_device(args.device))
     store = cache_activations(model, dataset, args.sites, out=args.out, select=args.select,
                               dtype=args.dtype, batch_size=args.batch_size,

@@ -21,7 +21,7 @@ import torch
 from heldout.activations.cache import cache_activations
 from heldout.activations.distributed import Ranks, agree, process_group, ranks_from_env
 from heldout.activations.store import MANIFEST, ActivationStore
-from heldout.activations.writer import StoreWriter, sidecar_name
+from heldout.activations.writer import IDENTITY_FIELDS, StoreWriter, sidecar_name
 from heldout.data import Dataset
 from heldout.errors import ConfigError, StoreMismatchError
 
@@ -126,9 +126,7 @@ def _as_killed_job(out: Path, rank_of: dict[int, int]) -> dict[str, object]:
     is listed only in the sidecar of rank ``rank_of[i]`` (rank 0 lists in the manifest)."""
     manifest = json.loads((out / MANIFEST).read_text())
     original = json.loads(json.dumps(manifest))
-    identity = {k: manifest[k] for k in ("model_fingerprint", "dataset_fingerprint", "sites",
-                                         "selection", "dtype", "d_model", "n_rows",
-                                         "shard_rows", "max_length", "truncate")}
+    identity = {k: manifest[k] for k in IDENTITY_FIELDS}
     sidecars: dict[int, list[object]] = {}
     kept = []
     for index, shard in enumerate(manifest["shards"]):
@@ -172,10 +170,7 @@ def test_a_rank_lists_its_shards_in_its_own_sidecar(gpt2_model, chat_dataset: Da
     store = cache_activations(gpt2_model, chat_dataset, "resid_post:0", out=out, shard_rows=8,
                               progress=False)
     manifest_before = (out / MANIFEST).read_bytes()
-    identity = {k: store.manifest[k] for k in ("model_fingerprint", "dataset_fingerprint",
-                                               "sites", "selection", "dtype", "d_model",
-                                               "n_rows", "shard_rows", "max_length",
-                                               "truncate")}
+    identity = {k: store.manifest[k] for k in IDENTITY_FIELDS}
     worker = StoreWriter.attach(out, identity, rank=1)
     lo, hi = worker.shard_rows_range(2)
     worker.write_shard(2, {store.sites[0]: store.read("resid_post:0")[lo:hi]})
