@@ -2,8 +2,9 @@
 
 ``TrainConfig.environment`` is one of:
 
-- a built-in name (``"organism"``; ``"agreement"``, the real-model environment of
-  :mod:`heldout.environments.agreement` on SmolLM2-135M-Instruct), imported by reference so that ``heldout.training``
+- a built-in name (``"organism"``; the real-model environments ``"statements"`` and
+  ``"agreement"`` on SmolLM2-135M-Instruct, :mod:`heldout.environments.statements` and
+  :mod:`heldout.environments.agreement`), imported by reference so that ``heldout.training``
   never imports the organism;
 - ``"module:function"``: ``function(config) -> Environment`` from the Python path;
 - a mapping: a file-defined environment (:mod:`heldout.environments.files`);
@@ -30,7 +31,8 @@ ORGANISM = "organism"
 """The built-in organism's name, as a model and as an environment."""
 
 BUILTIN: dict[str, str] = {ORGANISM: "heldout.organism.environment:from_train_config",
-                           "agreement": "heldout.environments.agreement:from_train_config"}
+                           "agreement": "heldout.environments.agreement:from_train_config",
+                           "statements": "heldout.environments.statements:from_train_config"}
 """Built-in environments by name → ``module:function(config) -> Environment``."""
 
 
