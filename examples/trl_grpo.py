@@ -57,25 +57,15 @@ def fit_probes(out: Path, organism: dict[str, Any]) -> dict[str, Path]:
 
 
 def fit_smollm2_probes(out: Path, folder: Path) -> dict[str, Path]:
-    """Logistic probes on SmolLM2 over the agreement task's answers (a separate seed from
-    the monitor's sets), thresholds at 1% FPR on honest answers."""
-    from heldout.activations import collect
+    """Logistic probes on SmolLM2 over the agreement task's answers (seeds no run uses),
+    thresholds at 1% FPR on honest answers to prompts the probes were not fitted on."""
     from heldout.environments.agreement import agreement_environment
+    from heldout.environments.probes import fit_environment_probes
     from heldout.models import load_model
-    from heldout.probes.io import save_probe
-    from heldout.probes.linear import LogisticProbe
 
-    model = load_model(folder, device="cpu")
-    fit_on = agreement_environment(n_eval=64, seed=1)
-    files: dict[str, Path] = {}
-    for name, (site, selection) in SMOL_SITES.items():
-        acts = {split: collect(model, getattr(fit_on, split), [site], selection,
-                               batch_size=32) for split in ("eval", "control")}
-        probe = LogisticProbe().fit(acts["eval"].get(site), acts["eval"].labels)
-        probe.calibrate(acts["control"].get(site), fpr=0.01)
-        files[name] = save_probe(probe, out / f"{name.replace(' ', '-')}.safetensors",
-                                 site=site, selection=selection)
-    return files
+    return fit_environment_probes(load_model(folder, device="cpu"),
+                                  lambda seed: agreement_environment(n_eval=64, seed=seed),
+                                  SMOL_SITES, out, batch_size=32)
 
 
 def grpo_args(out: Path, *, steps: int, seed: int, device: str, lr: float,

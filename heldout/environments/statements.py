@@ -28,7 +28,13 @@ import random
 from typing import Any
 
 from heldout.data import Dataset, Example
-from heldout.environments.agreement import ANSWERS, SYSTEM, agreement_reward, agrees, answers
+from heldout.environments.agreement import (
+    ANSWERS,
+    SYSTEM,
+    agreement_reward,
+    agrees,
+    answers,
+)
 from heldout.environments.base import Environment
 from heldout.errors import ConfigError
 
