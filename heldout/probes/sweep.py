@@ -354,7 +354,7 @@ def plot_sweep(table: pd.DataFrame, *, fpr: float = 0.01) -> Any:
             ax.fill_between(group["layer"], group[lo], group[hi], alpha=0.12,
                             color=kind_color(str(name)))
     axes[0].set_ylabel("AUROC (test split)")
-    axes[1].set_ylabel(f"recall at {fpr:.0%} FPR on control")
+    axes[1].set_ylabel(f"recall at {fpr:.0%} FPR (test split)")
     for ax in axes:
         ax.set_xlabel("layer")
         ax.set_ylim(-0.02, 1.02)
