@@ -33,9 +33,9 @@ def test_real_model_notebook_runs() -> None:
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "torch threads: 1" in printed
     assert "SmolLM2-135M-Instruct: 30 layers" in printed
-    verdicts = ("honest", "blatant", "obfuscated_policy", "obfuscated_activations")
+    verdicts = ("honest", "blatant", "obfuscated_policy", "obfuscated_activations", "inconclusive")
     assert any(f"verdict: {v}\n" in printed for v in verdicts)
     assert "Misbehavior went from" in printed
-    assert "L12 last: L12-last.safetensors; threshold at 1.0% FPR" in printed
+    assert "L12 answer: L12-answer.safetensors; threshold at 5.0% FPR" in printed
     assert "/final -> TransformerBridge" in printed
     assert "sites=['resid_post:12']" in printed
