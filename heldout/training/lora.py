@@ -74,7 +74,7 @@ def load_lora_model(folder: str | os.PathLike[str], config: Any, *, device: str 
     path = check_checkpoint_dir(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     check_weights_cover_architecture(path)
-    hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=getattr(torch, dtype))
+    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
     check_targets(config, hf)
     torch.manual_seed(config.seed)
     inject_adapter_in_model(lora_config(config, str(path)), hf)
