@@ -24,6 +24,8 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,22 @@ class Checkpoint:
     """``state.json``: step, config, fingerprint, RNG scalars, trainer extras."""
 
 
+@contextmanager
+def written_atomically(final: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` to write into; on success it replaces
+    ``final`` in one rename, on failure it is removed: a reader never sees half a folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(run_dir: str | os.PathLike[str], step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, data_generator: torch.Generator,
                     state: dict[str, Any], keep: int = 2,
@@ -124,11 +142,8 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, model: torch.nn.
     parameters : the tensors to save by name; default every ``named_parameters`` of
         ``model`` (a LoRA run passes only its adapters).
     """
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / _step_dir(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
+    final = Path(run_dir) / "checkpoints" / _step_dir(step)
+    with written_atomically(final) as tmp:
         # clone: some bridge parameters are views of a joint QKV tensor (shared memory)
         chosen = dict(model.named_parameters()) if parameters is None else parameters
         params = {n: p.detach().cpu().clone(memory_format=torch.contiguous_format)
@@ -142,12 +157,6 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, model: torch.nn.
                   str(tmp / "rng.safetensors"))
         full = {**state, "step": step, "rng": rng_json, "format": "heldout.checkpoint/1"}
         (tmp / "state.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

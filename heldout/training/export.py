@@ -15,14 +15,13 @@ The folder is built under a temporary name and renamed into place.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from heldout.errors import ModelLoadError
+from heldout.training.checkpoint import written_atomically
 
 
 def is_hf_backed(model: Any) -> bool:
@@ -75,16 +74,8 @@ def save_hf_folder(model: Any, folder: str | os.PathLike[str]) -> Path:
     twin = unbridged_twin(model)
     state = merged_state_dict(twin)
     final = Path(folder)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with written_atomically(final) as tmp:
         twin.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(tmp))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
