@@ -20,13 +20,20 @@ from heldout.atlas.grid import GridSpec, ProbeKind
 
 
 def make_probe(kind: ProbeKind) -> Any:
+    """An unfitted probe for ``kind``, with settings that fit in seconds on one thread."""
     from heldout.probes.attention import AttentionProbe, TokenLinearProbe
     from heldout.probes.linear import LogisticProbe
+    from heldout.probes.multimax import MultiMaxProbe, RollingAttentionProbe
 
     if kind.kind == "logistic":
         return LogisticProbe()
+    # few epochs: a grid fits every probe on one CPU thread before any run starts
     if kind.kind == "attention":
         return AttentionProbe(max_epochs=60, patience=5, random_state=0)
+    if kind.kind == "multimax":
+        return MultiMaxProbe(heads=4, max_epochs=60, patience=5, random_state=0)
+    if kind.kind == "rolling_attention":
+        return RollingAttentionProbe(window=4, max_epochs=60, patience=5, random_state=0)
     return TokenLinearProbe(aggregate="max" if kind.kind == "token_max" else "mean")
 
 

@@ -18,6 +18,7 @@ _EXPORTS = {
     "fit_logistic_batched": "linear",
     "MLPProbe": "mlp",
     "AttentionProbe": "attention", "TokenLinearProbe": "attention",
+    "MultiMaxProbe": "multimax", "RollingAttentionProbe": "multimax",
     "save_probe": "io", "load_probe": "io", "check_probe": "io", "ProbeMeta": "io",
     "PROBES": "io",
     "SweepResult": "sweep", "make_probe": "sweep", "plot_sweep": "sweep",

@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--store", required=True, help="activation store folder")
     p.add_argument("--site", required=True, help="e.g. resid_post:2")
     p.add_argument("--probe", default="logistic",
-                   help="logistic, diffmeans, lda, mlp, attention, token_mean, token_max")
+                   help="logistic, diffmeans, lda, mlp, attention, token_mean, token_max, "
+                        "multimax, rolling_attention")
     p.add_argument("--control", default=None,
                    help="store of benign examples for the threshold (default: a seeded "
                         "slice of the training split's negatives, held out of fitting)")

@@ -28,13 +28,15 @@ from heldout.probes.attention import AttentionProbe, TokenLinearProbe
 from heldout.probes.base import BaseProbe
 from heldout.probes.linear import DiffMeansProbe, LDAProbe, LogisticProbe
 from heldout.probes.mlp import MLPProbe
+from heldout.probes.multimax import MultiMaxProbe, RollingAttentionProbe
 
 FORMAT = "heldout.probe"
 FORMAT_VERSION = 1
 
 PROBES: dict[str, type[BaseProbe]] = {
     cls.kind: cls for cls in (LogisticProbe, DiffMeansProbe, LDAProbe, MLPProbe,
-                              AttentionProbe, TokenLinearProbe)
+                              AttentionProbe, TokenLinearProbe, MultiMaxProbe,
+                              RollingAttentionProbe)
 }
 """Probe classes by ``kind`` (the name used in files and on the command line)."""
 

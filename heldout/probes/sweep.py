@@ -31,7 +31,7 @@ from heldout.probes.io import PROBES
 from heldout.probes.linear import LogisticProbe, fit_logistic_batched
 from heldout.probes.splits import seeded_split
 
-TOKEN_KINDS = ("attention", "token_mean", "token_max")
+TOKEN_KINDS = ("attention", "token_mean", "token_max", "multimax", "rolling_attention")
 """Sweep names of the per-token probes (usable on ``tokens`` stores only)."""
 
 

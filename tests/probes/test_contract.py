@@ -17,6 +17,8 @@ from heldout.probes import (
     LDAProbe,
     LogisticProbe,
     MLPProbe,
+    MultiMaxProbe,
+    RollingAttentionProbe,
     TokenLinearProbe,
 )
 from tests.probes.conftest import planted_linear, planted_tokens
@@ -33,7 +35,8 @@ EXPECTED_FAILED = {name: LABEL_POLICY for name in (
 POOLED = [LogisticProbe(max_iter=50), DiffMeansProbe(), LDAProbe(),
           MLPProbe(hidden=8, max_epochs=60, lr=0.05, batch_size=1024,
                    validation_fraction=0.0)]
-ALL = POOLED + [AttentionProbe(max_epochs=5), TokenLinearProbe("max")]
+ALL = POOLED + [AttentionProbe(max_epochs=5), TokenLinearProbe("max"),
+                MultiMaxProbe(max_epochs=5), RollingAttentionProbe(max_epochs=5)]
 
 
 @parametrize_with_checks(POOLED, expected_failed_checks=lambda est: EXPECTED_FAILED)
