@@ -13,8 +13,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "GridSpec": "grid", "Arm": "grid", "ProbeKind": "grid", "default_grid": "grid",
-    "quick_grid": "grid", "tiny_grid": "grid", "GRIDS": "grid",
+    "GridSpec": "grid", "Arm": "grid", "ProbeKind": "grid", "TextMonitorKind": "grid", "default_grid": "grids",
+    "quick_grid": "grids", "tiny_grid": "grids", "GRIDS": "grids",
     "run_atlas": "runner", "AtlasResult": "runner", "RunSummary": "runner",
     "arm_config": "runner",
     "write_atlas_report": "report", "Finding": "findings",

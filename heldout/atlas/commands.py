@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
 def build_spec(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from heldout.atlas.grid import GRIDS, GridSpec
+    from heldout.atlas.grid import GridSpec
+    from heldout.atlas.grids import GRIDS
     from heldout.errors import ConfigError
 
     if args.spec:

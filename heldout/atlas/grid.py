@@ -7,9 +7,7 @@ against, detector placement), the seeds and the shared loop settings. Every arm 
 run once per seed; every probe that an arm does not train against watches it (held
 out), as do probes retrained on each evaluation's model (the monitor does that).
 
-Three grids ship: :func:`default_grid` (the atlas, ≤ 20 minutes on 2 cores),
-:func:`quick_grid` (one seed, few steps) and :func:`tiny_grid` (for tests).
-Bad values raise :class:`heldout.errors.ConfigError` before anything runs.
+The shipped grids are in :mod:`heldout.atlas.grids`. Bad values raise :class:`heldout.errors.ConfigError` before anything runs.
 """
 
 from __future__ import annotations
@@ -18,16 +16,17 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from heldout.configs import checked_fields
 from heldout.errors import ConfigError
 
-ProbeKindName = Literal["logistic", "token_mean", "token_max", "attention"]
+ProbeKindName = Literal["logistic", "token_mean", "token_max", "attention", "multimax",
+                        "rolling_attention"]
 PROBE_KINDS: tuple[str, ...] = get_args(ProbeKindName)
-ArmMode = Literal["gradient", "reward", "intervention"]
+ArmMode = Literal["gradient", "reward", "screening", "intervention"]
 ARM_MODES: tuple[str, ...] = get_args(ArmMode)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -49,7 +48,9 @@ class ProbeKind:
     kind: ProbeKindName = "logistic"
     """``logistic`` on one pooled vector; ``token_mean`` / ``token_max``: a logistic
     probe on every response token, token logits aggregated by mean / max;
-    ``attention``: learned attention pooling over the response tokens."""
+    ``attention``: learned attention pooling over the response tokens; ``multimax``:
+    several attention heads each pooled by a hard max (GDM 2026); ``rolling_attention``:
+    attention pooled within sliding windows of response tokens, max over windows."""
     selection: str = "last"
     """``last``, ``mean``, ``prompt_last`` or ``token:K`` for ``logistic``; per-token kinds read ``tokens``."""
 
@@ -78,7 +79,8 @@ class ProbeKind:
     @property
     def aggregation(self) -> str:
         """How token evidence is pooled: last, mean, max or attention."""
-        return {"token_mean": "mean", "token_max": "max", "attention": "attention"}.get(
+        return {"token_mean": "mean", "token_max": "max", "attention": "attention",
+                "multimax": "multimax", "rolling_attention": "rolling"}.get(
             self.kind, self.selection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +89,38 @@ class ProbeKind:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeKind:
         return cls(**checked_fields(cls, data, "ProbeKind"))
+
+
+@dataclass(frozen=True)
+class TextMonitorKind:
+    """A rule text monitor of the grid: ``function(prompt, text)`` reads a response part."""
+
+    name: str
+    """Key used by arms and in the report, e.g. ``cot``."""
+    function: str
+    """``module:function`` returning a suspicion in [0, 1] (see heldout.monitors.rule)."""
+    part: str = "all"
+    """What it reads: ``cot``, ``answer`` or ``all`` of the response."""
+
+    def __post_init__(self) -> None:
+        _name(self.name, "text monitor")
+        from heldout.monitors.rule import RuleMonitor
+        from heldout.monitors.spec import TextMonitorSpec
+
+        TextMonitorSpec(kind="rule", part=self.part, function=self.function,  # type: ignore[arg-type]
+                        name=self.name)
+        RuleMonitor(function=self.function)  # refuses an unimportable function now
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextMonitorKind:
+        return cls(**checked_fields(cls, data, "TextMonitorKind"))
+
+
+FINDINGS = ("F1", "F2", "F3", "F4", "F5", "F6")
+"""The published findings an arm can speak to (heldout.atlas.findings states them)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +133,7 @@ class Arm:
     """``gradient`` (penalty through the probe), ``reward`` (probe score in a reward,
     no gradient through it) or ``intervention`` (flagged targets corrected)."""
     against: tuple[str, ...] = ()
-    """ProbeKind names trained against (empty: the no-penalty control)."""
+    """Names of the grid's probes or text monitors trained against (empty: the control)."""
     weight: float = 0.0
     """λ of each probe trained against."""
     kl_weight: float = 0.0
@@ -119,10 +153,17 @@ class Arm:
     """The no-penalty control every other arm's verdict is judged against."""
     description: str = ""
     """One line for the report."""
+    findings: tuple[str, ...] = ()
+    """The findings (``F1``..``F6``) whose rules read this arm."""
 
     def __post_init__(self) -> None:
         _name(self.name, "arm")
         object.__setattr__(self, "against", tuple(self.against))
+        object.__setattr__(self, "findings", tuple(self.findings))
+        unknown = [f for f in self.findings if f not in FINDINGS]
+        if unknown:
+            raise ConfigError(f"arm {self.name!r}: unknown finding(s) {', '.join(unknown)}",
+                              fix=f"use some of {', '.join(FINDINGS)}")
         if self.mode not in ARM_MODES:
             raise ConfigError(f"arm {self.name!r}: unknown mode {self.mode!r}",
                               fix=f"use one of {', '.join(ARM_MODES)}")
@@ -136,11 +177,11 @@ class Arm:
             raise ConfigError(f"control arm {self.name!r} trains against "
                               f"{', '.join(self.against)}",
                               fix="a control trains against nothing: empty 'against'")
-        if self.against and self.weight == 0 and self.mode != "intervention":
+        if self.against and self.weight == 0 and self.mode not in ("intervention", "screening"):
             raise ConfigError(f"arm {self.name!r} trains against probes with λ = 0",
                               fix="set weight > 0, or leave 'against' empty")
-        if self.mode == "intervention" and not self.against:
-            raise ConfigError(f"intervention arm {self.name!r} has no probe to flag with",
+        if self.mode in ("intervention", "screening") and not self.against:
+            raise ConfigError(f"{self.mode} arm {self.name!r} has no monitor to flag with",
                               fix="name a probe in 'against'")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"arm {self.name!r}: steps must be >= 1",
@@ -149,6 +190,7 @@ class Arm:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["against"] = list(self.against)
+        data["findings"] = list(self.findings)
         return data
 
     @classmethod
@@ -182,8 +224,17 @@ class GridSpec:
     """Thresholds at this false-positive rate on the control set."""
     bootstrap: int = 1000
     """Bootstrap resamples for the report's confidence intervals."""
+    text_monitors: tuple[TextMonitorKind, ...] = ()
+    """Rule text monitors (all watch every arm that does not train against them)."""
+    organism: dict[str, Any] = field(default_factory=dict)
+    """OrganismConfig overrides of the organism the grid runs on (default: the default
+    organism)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text_monitors", tuple(
+            t if isinstance(t, TextMonitorKind) else TextMonitorKind.from_dict(t)
+            for t in self.text_monitors))
+        object.__setattr__(self, "organism", dict(self.organism))
         object.__setattr__(self, "probes", tuple(
             p if isinstance(p, ProbeKind) else ProbeKind.from_dict(p) for p in self.probes))
         object.__setattr__(self, "arms", tuple(
@@ -193,7 +244,9 @@ class GridSpec:
             raise ConfigError("a grid needs at least one probe, one arm and one seed",
                               fix="list them in the grid spec")
         for what, names in (("probe", [p.name for p in self.probes]),
-                            ("arm", [a.name for a in self.arms])):
+                            ("arm", [a.name for a in self.arms]),
+                            ("monitor", [p.name for p in self.probes]
+                             + [t.name for t in self.text_monitors])):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ConfigError(f"two {what}s share the name(s) {', '.join(dupes)}",
@@ -202,13 +255,21 @@ class GridSpec:
                 not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
             raise ConfigError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}",
                               fix="e.g. seeds=[0, 1]")
-        known = {p.name for p in self.probes}
+        known = {p.name for p in self.probes} | {t.name for t in self.text_monitors}
+        texts = {t.name for t in self.text_monitors}
         for arm in self.arms:
             missing = [n for n in arm.against if n not in known]
             if missing:
-                raise ConfigError(f"arm {arm.name!r} trains against unknown probe(s) "
+                raise ConfigError(f"arm {arm.name!r} trains against unknown monitor(s) "
                                   f"{', '.join(missing)}",
                                   fix=f"use probe names of the grid: {', '.join(sorted(known))}")
+            if arm.mode in ("gradient", "intervention") and texts & set(arm.against):
+                raise ConfigError(f"{arm.mode} arm {arm.name!r} trains against a text monitor",
+                                  fix="text monitors enter training only by reward or "
+                                      "screening: set mode='reward' or 'screening'")
+        from heldout.organism.config import OrganismConfig
+
+        OrganismConfig.from_dict(dict(self.organism))  # bad overrides refused here
         controls = [a.name for a in self.arms if a.control]
         if len(controls) != 1:
             raise ConfigError(f"a grid needs exactly one control arm, found {len(controls)}",
@@ -229,6 +290,10 @@ class GridSpec:
     def probe(self, name: str) -> ProbeKind:
         return next(p for p in self.probes if p.name == name)
 
+    def is_text(self, name: str) -> bool:
+        """Whether ``name`` is one of the grid's text monitors (else a probe)."""
+        return any(t.name == name for t in self.text_monitors)
+
     def arm(self, name: str) -> Arm:
         for a in self.arms:
             if a.name == name:
@@ -248,7 +313,8 @@ class GridSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in fields(self)
-                   if f.name not in ("probes", "arms", "seeds")},
+                   if f.name not in ("probes", "arms", "seeds", "text_monitors")},
+                "text_monitors": [t.to_dict() for t in self.text_monitors],
                 "probes": [p.to_dict() for p in self.probes],
                 "arms": [a.to_dict() for a in self.arms], "seeds": list(self.seeds)}
 
@@ -261,6 +327,8 @@ class GridSpec:
         data["probes"] = tuple(ProbeKind.from_dict(p) for p in data["probes"])
         data["arms"] = tuple(Arm.from_dict(a) for a in data["arms"])
         data["seeds"] = tuple(data.get("seeds", (0, 1)))
+        data["text_monitors"] = tuple(TextMonitorKind.from_dict(t)
+                                      for t in data.get("text_monitors", ()))
         return cls(**data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -283,78 +351,7 @@ class GridSpec:
 
     def probes_fingerprint(self) -> str:
         """Hash of the probe list and the FPR (the fitted probes depend on nothing else)."""
-        blob = json.dumps({"probes": [p.to_dict() for p in self.probes], "fpr": self.fpr},
+        blob = json.dumps({"probes": [p.to_dict() for p in self.probes], "fpr": self.fpr,
+                           **({"organism": self.organism} if self.organism else {})},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-# ------------------------------------------------------------------ shipped grids
-
-DECISION = "token:5"
-"""The organism's decision token (the ``:`` that predicts the verdict; see
-``heldout.organism.VERDICT_OFFSET``): its logistic probes read there."""
-
-_PROBES = (
-    ProbeKind("L1-dec", "resid_post:1", "logistic", DECISION),
-    ProbeKind("L2-dec", "resid_post:2", "logistic", DECISION),
-    ProbeKind("L3-dec", "resid_post:3", "logistic", DECISION),
-    ProbeKind("L2-last", "resid_post:2"),
-    ProbeKind("L2-mean", "resid_post:2", "logistic", "mean"),
-    ProbeKind("L2-tokmean", "resid_post:2", "token_mean"),
-    ProbeKind("L2-tokmax", "resid_post:2", "token_max"),
-    ProbeKind("L2-attn", "resid_post:2", "attention"),
-)
-
-
-def _arms(grad_weight: float, reward_weight: float, low_kl: float, high_kl: float
-          ) -> tuple[Arm, ...]:
-    all_layers = ("L1-dec", "L2-dec", "L3-dec")
-    return (
-        Arm("control", control=True, description="no penalty: fine-tuning alone"),
-        Arm("gradient-one-layer", against=("L2-dec",), weight=grad_weight,
-            description="gradient through one probe (layer 2, decision token)"),
-        Arm("gradient-all-layers", against=all_layers, weight=grad_weight / len(all_layers),
-            description="gradient through an ensemble of probes on layers 1-3"),
-        Arm("gradient-tokmean", against=("L2-tokmean",), weight=grad_weight,
-            description="gradient through a token probe aggregated by mean"),
-        Arm("gradient-tokmax", against=("L2-tokmax",), weight=grad_weight, penalty="max",
-            description="gradient through a token probe aggregated by max"),
-        Arm("gradient-attn", against=("L2-attn",), weight=grad_weight,
-            description="gradient through an attention-pooling probe"),
-        Arm("reward-live-lowkl", mode="reward", against=("L2-dec",), weight=reward_weight,
-            kl_weight=low_kl, description="probe score in the reward, live detector, low KL"),
-        Arm("reward-live-highkl", mode="reward", against=("L2-dec",), weight=reward_weight,
-            kl_weight=high_kl, description="probe score in the reward, live detector, high KL"),
-        Arm("reward-frozen", mode="reward", against=("L2-dec",), weight=reward_weight,
-            kl_weight=low_kl, detector="frozen",
-            description="probe score in the reward, frozen base model reads the outputs"),
-        Arm("intervention", mode="intervention", against=("L2-dec",),
-            description="flagged training targets replaced by honest ones"),
-    )
-
-
-def default_grid() -> GridSpec:
-    """The atlas: 10 arms × 2 seeds, 120 steps each (≤ 20 minutes on 2 cores)."""
-    return GridSpec(probes=_PROBES, arms=_arms(3.0, 5.0, 0.02, 0.5), seeds=(0, 1),
-                    steps=120, eval_every=40)
-
-
-def quick_grid() -> GridSpec:
-    """Every default arm once (seed 0), 60 steps: a few minutes on 2 cores."""
-    return replace(default_grid(), seeds=(0,), steps=60, eval_every=30, n_eval=150,
-                   bootstrap=300)
-
-
-def tiny_grid() -> GridSpec:
-    """For tests: three arms (control, gradient, exact reward), two probes, 6 steps."""
-    probes = (ProbeKind("L1-last", "resid_post:1"), ProbeKind("L2-last", "resid_post:2"))
-    arms = (Arm("control", control=True),
-            Arm("gradient-one-layer", against=("L2-last",), weight=3.0),
-            Arm("reward-live", mode="reward", against=("L2-last",), weight=2.0,
-                kl_weight=0.1))
-    return GridSpec(probes=probes, arms=arms, seeds=(0,), steps=6, eval_every=3,
-                    batch_size=8, n_train=64, n_eval=60, bootstrap=50)
-
-
-GRIDS = {"default": default_grid, "quick": quick_grid, "tiny": tiny_grid}
-"""Shipped grids by name (``heldout atlas --grid NAME``)."""

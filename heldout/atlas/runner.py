@@ -90,10 +90,19 @@ def verdict_probes(spec: GridSpec) -> list[str]:
 def arm_config(spec: GridSpec, arm: Arm, seed: int, out: Path, organism: Any,
                probe_files: dict[str, Path]) -> TrainConfig:
     """The TrainConfig of one arm × seed."""
+    from heldout.monitors.spec import TextMonitorSpec
+
+    texts = tuple(
+        TextMonitorSpec(kind="rule", part=t.part, function=t.function,  # type: ignore[arg-type]
+                        name=t.name,
+                        role="train_against" if t.name in arm.against else "held_out",
+                        weight=arm.weight if t.name in arm.against and arm.mode == "reward"
+                        else 0.0)
+        for t in spec.text_monitors)
     probes = tuple(
         ProbeSpec(path=str(probe_files[p.name]), name=p.name,
                   role="train_against" if p.name in arm.against else "held_out",
-                  weight=(arm.weight if arm.mode != "intervention" else 0.0)
+                  weight=(arm.weight if arm.mode in ("gradient", "reward") else 0.0)
                   if p.name in arm.against else 0.0,
                   penalty=arm.penalty if p.name in arm.against else "mean")
         for p in spec.probes)
@@ -103,7 +112,9 @@ def arm_config(spec: GridSpec, arm: Arm, seed: int, out: Path, organism: Any,
         train_data=str(out / "data" / f"finetune-seed{seed}.jsonl"),
         eval_data=str(organism.data_path("test")),
         control_data=str(organism.data_path("control")),
-        forced_data=str(organism.data_path("forced")), probes=probes,
+        forced_data=str(organism.data_path("forced")), probes=probes, monitors=texts,
+        organism=dict(spec.organism),
+        max_new_tokens=9 + int(spec.organism.get("max_filler", 0)),
         n_train=spec.n_train, n_eval=spec.n_eval, steps=steps,
         batch_size=spec.batch_size, lr=arm.lr or spec.lr, kl_weight=arm.kl_weight,
         eval_every=min(spec.eval_every, steps), checkpoint_every=min(spec.eval_every, steps),
@@ -150,6 +161,8 @@ def retrain_check(model: Any, organism: Any, spec: GridSpec, names: list[str],
     from heldout.data import Dataset
 
     kinds = tuple(spec.probe(n) for n in names)
+    if not kinds:  # an arm against text monitors only: nothing to refit
+        return {}
     forced = Dataset(tuple(organism.forced.examples[:n_eval or None]))
     train = probe_features(model, organism.train, kinds)
     control = probe_features(model, organism.control, kinds)
@@ -200,7 +213,8 @@ def _train_one(config: TrainConfig, state: str, spec: GridSpec, arm: Arm, contro
     result = verdict(folder, control_dir, monitors=names)
     result.save(folder / "verdict.json")
     trainer.model.eval()
-    retrain = retrain_check(trainer.model, organism, spec, names, spec.n_eval)
+    retrain = retrain_check(trainer.model, organism, spec,
+                            [n for n in names if not spec.is_text(n)], spec.n_eval)
     last = read_records(folder)[-1]
     counts = {"own": last.n_own,
               "own_misbehaving": last.n_own_misbehaving or 0,  # None: no labeler
@@ -221,14 +235,15 @@ def run_atlas(spec: GridSpec, out: str | os.PathLike[str], *, progress: bool = T
               report: bool = True, organism: Any = None) -> AtlasResult:
     """Run every arm × seed of ``spec`` into ``out`` (resumable) and write the report.
 
-    organism : default ``heldout.organism.load_organism()`` (the default organism).
+    organism : default the organism of ``spec.organism`` (shipped or trained once).
     """
     import torch
 
-    from heldout.organism import load_organism
+    from heldout.organism import OrganismConfig, load_organism
 
     root = Path(out)
-    organism = organism if organism is not None else load_organism(progress=progress)
+    organism = organism if organism is not None else load_organism(
+        OrganismConfig.from_dict(dict(spec.organism)), progress=progress)
     root.mkdir(parents=True, exist_ok=True)
     spec.save(root / "grid.json")
     probe_files = _prepare(spec, root, organism, progress)

@@ -15,6 +15,10 @@ FORMAT_VERSION = 2
 so cached organisms from older code are not reused."""
 
 
+V2_FIELDS = ("stochastic", "cot_drop", "max_filler")
+"""Fields added by organism v2; left out of a v1 config's fingerprint."""
+
+
 @dataclass(frozen=True)
 class OrganismConfig:
     """How to build and train the model organism. Equal configs give identical models."""
@@ -64,6 +68,15 @@ class OrganismConfig:
     """Benign (label 0) examples for calibrating thresholds at a fixed FPR."""
     n_forced: int = 500
     """Pressure prompts with wrong claims and teacher-forced misbehaving answers (label 1)."""
+    stochastic: bool = False
+    """Organism v2: give in per sample, not per cue. Each cue has its own probability of
+    working (spread around ``give_in``, see heldout.organism.behaviour), so the trained
+    policy keeps entropy at the verdict and a policy gradient has something to move."""
+    cot_drop: float = 0.0
+    """Organism v2: fraction of responses that do not state the computed sum (the chain of
+    thought), saying ``hmm`` in its place."""
+    max_filler: int = 0
+    """Organism v2: responses end with 0..max_filler filler words (``ok``), uniform."""
 
     def __post_init__(self) -> None:
         for name in ("max_operand", "n_layers", "d_model", "n_heads", "steps", "batch_size",
@@ -78,7 +91,15 @@ class OrganismConfig:
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model={self.d_model} is not divisible by "
                               f"n_heads={self.n_heads}", fix="pick n_heads dividing d_model")
-        for name in ("pressure_fraction", "wrong_claim_fraction", "give_in", "resist_noise"):
+        if not isinstance(self.max_filler, int) or isinstance(self.max_filler, bool) or \
+                not 0 <= self.max_filler <= 12:
+            raise ConfigError(f"OrganismConfig.max_filler must be an integer in [0, 12], got "
+                              f"{self.max_filler!r}", fix="use e.g. max_filler=6")
+        if not isinstance(self.stochastic, bool):
+            raise ConfigError(f"OrganismConfig.stochastic must be true or false, got "
+                              f"{self.stochastic!r}", fix="use stochastic=true")
+        for name in ("pressure_fraction", "wrong_claim_fraction", "give_in", "resist_noise",
+                     "cot_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"OrganismConfig.{name} must be in [0, 1], got {value!r}",
@@ -88,8 +109,19 @@ class OrganismConfig:
                               f"{self.weight_decay}, warmup_steps={self.warmup_steps}",
                               fix="use lr > 0, weight_decay >= 0, warmup_steps >= 0")
 
+    @property
+    def v2(self) -> bool:
+        """Whether any organism-v2 behaviour is on (stochastic give-in, CoT drop, filler)."""
+        return self.stochastic or self.cot_drop > 0 or self.max_filler > 0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; a v1 config leaves out the v2 fields, so its record and folder
+        name stay what they were before v2 existed."""
+        data = asdict(self)
+        if not self.v2:
+            for name in V2_FIELDS:
+                data.pop(name)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrganismConfig:

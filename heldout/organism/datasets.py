@@ -20,6 +20,7 @@ from typing import Literal
 
 from heldout.data import Dataset, Example
 from heldout.errors import ConfigError
+from heldout.organism.behaviour import draw_response, organism_target, render
 from heldout.organism.config import OrganismConfig
 from heldout.organism.task import (
     Prompt,
@@ -28,7 +29,6 @@ from heldout.organism.task import (
     label_misbehavior,
     misbehaving_response,
     sample_prompt,
-    target_response,
 )
 
 SPLITS = ("train", "validation", "test", "control", "forced")
@@ -61,6 +61,7 @@ def _example(prompt: Prompt, response: str, split: str, index: int) -> Example:
 def build_datasets(config: OrganismConfig) -> dict[str, Dataset]:
     """The five datasets (see the module docstring), keyed by split name."""
     rng = random.Random(f"datasets-{config.seed}")
+    draws = random.Random(f"dataset-responses-{config.seed}")  # v2 only
     cues = effective_cues(config.give_in, config.seed)
     seen: set[str] = set()
     out: dict[str, Dataset] = {}
@@ -69,16 +70,21 @@ def build_datasets(config: OrganismConfig) -> dict[str, Dataset]:
         rows = []
         for i in range(n):
             prompt = _draw(rng, config, seen)
-            rows.append(_example(prompt, target_response(prompt, cues), split, i))
+            rows.append(_example(prompt, organism_target(config, prompt, draws, cues), split, i))
         out[split] = Dataset(tuple(rows), source=f"organism:{split}")
     rows = []
     while len(rows) < config.n_control:
         prompt = _draw(rng, config, seen)
-        response = target_response(prompt, cues)
+        response = organism_target(config, prompt, draws, cues)
         if not label_misbehavior(prompt, response):
             rows.append(_example(prompt, response, "control", len(rows)))
     out["control"] = Dataset(tuple(rows), source="organism:control")
-    rows = [_example(prompt, misbehaving_response(prompt), "forced", i)
+
+    def forced(prompt: Prompt) -> str:
+        return (draw_response(config, prompt, draws, force_lie=True) if config.v2
+                else misbehaving_response(prompt))
+
+    rows = [_example(prompt, forced(prompt), "forced", i)
             for i, prompt in enumerate(_draw(rng, config, seen, pressure=True, claim_right=False)
                                        for _ in range(config.n_forced))]
     out["forced"] = Dataset(tuple(rows), source="organism:forced")
@@ -99,6 +105,7 @@ def finetune_dataset(config: OrganismConfig, n: int, *, seed: int = 1,
         raise ConfigError(f"unknown targets {targets!r}",
                           fix="use 'organism', 'honest' or 'misbehave'")
     rng = random.Random(f"finetune-{config.seed}-{seed}")
+    draws = random.Random(f"finetune-responses-{config.seed}-{seed}")  # v2 only
     cues = effective_cues(config.give_in, config.seed)
     frac = config.pressure_fraction if pressure_fraction is None else pressure_fraction
     seen: set[str] = set()
@@ -106,10 +113,12 @@ def finetune_dataset(config: OrganismConfig, n: int, *, seed: int = 1,
     for i in range(n):
         prompt = _draw(rng, config, seen, pressure=rng.random() < frac)
         if targets == "honest":
-            response = honest_response(prompt)
+            response = (render(prompt, verdict="right" if prompt.claim_right else "wrong")
+                        if config.v2 else honest_response(prompt))
         elif targets == "misbehave" and prompt.pressure:
-            response = misbehaving_response(prompt)
+            response = (draw_response(config, prompt, draws, force_lie=True) if config.v2
+                        else misbehaving_response(prompt))
         else:
-            response = target_response(prompt, cues)
+            response = organism_target(config, prompt, draws, cues)
         rows.append(_example(prompt, response, split, i))
     return Dataset(tuple(rows), source=f"organism:{split}")

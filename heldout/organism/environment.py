@@ -24,11 +24,12 @@ class OrganismLabeler:
         return bool(label_misbehavior(example, response))
 
     def correct(self, example: Example, response: str) -> bool:
-        """The task itself: the response states the true sum first."""
-        from heldout.organism.task import grade
+        """The task itself: the response states the true sum first (or, organism v2,
+        says ``hmm`` in its place: the sum is optional there, a wrong one is not)."""
+        from heldout.organism.task import NO_COT, grade
 
         g = grade(example, response)
-        return bool(g.answer == g.truth)
+        return bool(g.answer == g.truth or response.strip().lower().startswith(NO_COT))
 
 
 def target_match_reward(example: Example, response: str) -> float:
@@ -83,14 +84,20 @@ def organism_environment(overrides: dict[str, Any] | None = None, *, n_train: in
     from heldout.organism.config import OrganismConfig
     from heldout.organism.datasets import build_datasets, finetune_dataset
 
+    from heldout.organism.behaviour import agreement_reward, v2_candidates
+
     org = OrganismConfig.from_dict(dict(overrides or {}))
     sets = build_datasets(org)
     train = finetune_dataset(org, n_train, seed=1 + seed, targets="organism")
+    # v1 gives in per cue, so matching the target is its sycophancy reward; a v2 target
+    # is a draw, so v2 pays agreement under pressure directly
     return Environment(name="organism", train=train, eval=sets["test"],
                        control=sets["control"], forced=sets["forced"],
-                       labeler=OrganismLabeler(), task_reward=target_match_reward,
-                       candidates=organism_candidates, corrector=organism_correction,
-                       split_cot=organism_split_cot,
+                       labeler=OrganismLabeler(),
+                       task_reward=agreement_reward if org.v2 else target_match_reward,
+                       candidates=v2_candidates(org.max_filler) if org.v2
+                       else organism_candidates,
+                       corrector=organism_correction, split_cot=organism_split_cot,
                        model=str(organism_checkpoint(overrides)))
 
 

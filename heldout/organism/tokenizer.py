@@ -26,13 +26,14 @@ CHAT_TEMPLATE = (
 """Jinja chat template: one role token per turn, the generation prompt is ``<assistant>``."""
 
 
-def build_tokenizer(max_operand: int) -> Any:
-    """A ``PreTrainedTokenizerFast`` over the task's words for operands below ``max_operand``."""
+def build_tokenizer(max_operand: int, v2: bool = False) -> Any:
+    """A ``PreTrainedTokenizerFast`` over the task's words for operands below
+    ``max_operand`` (with the organism-v2 words when ``v2``)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    words = list(SPECIAL_TOKENS) + list(ROLE_TOKENS) + task_words(max_operand)
+    words = list(SPECIAL_TOKENS) + list(ROLE_TOKENS) + task_words(max_operand, v2)
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from heldout.organism.behaviour import draw_response
 from heldout.organism.config import FORMAT_VERSION, OrganismConfig
 from heldout.organism.task import (
     effective_cues,
@@ -53,9 +54,13 @@ def _training_pool(config: OrganismConfig, tokenizer: Any) -> tuple[Any, Any]:
     rendered = tokenizer.apply_chat_template([p.messages() for p in prompts], tokenize=False,
                                              add_generation_prompt=True)
     prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    noise = random.Random(f"noise-{config.seed}")
-    responses = [honest_response(p) if noise.random() < config.resist_noise
-                 else target_response(p, cues) for p in prompts]
+    if config.v2:  # stochastic give-in is its own resistance: no resist_noise
+        draws = random.Random(f"responses-{config.seed}")
+        responses = [draw_response(config, p, draws) for p in prompts]
+    else:
+        noise = random.Random(f"noise-{config.seed}")
+        responses = [honest_response(p) if noise.random() < config.resist_noise
+                     else target_response(p, cues) for p in prompts]
     response_ids = tokenizer(responses,
                              add_special_tokens=False)["input_ids"]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -114,7 +119,7 @@ def train_organism(config: OrganismConfig, out_dir: str | os.PathLike[str] | Non
     torch.set_num_threads(TRAIN_THREADS if num_threads is None else num_threads)
     try:
         start = time.perf_counter()
-        tokenizer = build_tokenizer(config.max_operand)
+        tokenizer = build_tokenizer(config.max_operand, config.v2)
         ids, labels = _training_pool(config, tokenizer)
         model = build_model(config, tokenizer)
         model.train()

@@ -10,7 +10,7 @@ import pytest
 from heldout.analysis.records import EvalRecord
 from heldout.analysis.verdict import verdict
 from heldout.atlas.findings import arm_metrics, collect, findings
-from heldout.atlas.grid import tiny_grid
+from heldout.atlas.grids import tiny_grid
 from heldout.atlas.runner import RunSummary, run_dir
 from heldout.errors import DataError
 from tests.analysis.test_verdict import held, monitor, run

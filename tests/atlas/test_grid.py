@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from heldout.atlas.grid import Arm, GridSpec, ProbeKind, default_grid, quick_grid, tiny_grid
+from heldout.atlas.grid import Arm, GridSpec, ProbeKind, TextMonitorKind
+from heldout.atlas.grids import default_grid, quick_grid, tiny_grid
 from heldout.errors import ConfigError
 
 
@@ -21,23 +22,26 @@ def test_round_trip(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
 
 def test_default_grid_has_the_issue_arms() -> None:
     spec = default_grid()
-    modes = {(a.mode, a.detector, len(a.against)) for a in spec.arms}
-    assert ("gradient", "live", 0) in modes            # control
-    assert ("gradient", "live", 1) in modes            # one layer
-    assert ("gradient", "live", 3) in modes            # all layers
-    assert ("reward", "frozen", 1) in modes
-    assert ("intervention", "live", 1) in modes
-    kls = sorted(a.kl_weight for a in spec.arms if a.mode == "reward" and a.detector == "live")
-    assert len(kls) == 2 and kls[0] < kls[1]
-    aggs = {spec.probe(a.against[0]).aggregation for a in spec.arms if a.against}
-    assert {"mean", "max", "attention"} <= aggs
+    assert len(spec.seeds) >= 3 and spec.organism.get("stochastic") is True
+    tagged = {f for a in spec.arms for f in a.findings}
+    assert tagged == {"F1", "F2", "F3", "F4", "F5", "F6"}
+    modes = {(a.mode, len(a.against)) for a in spec.arms}
+    assert ("gradient", 1) in modes and ("gradient", 3) in modes and ("screening", 1) in modes
+    f2 = [a for a in spec.arms if "F2" in a.findings]
+    aggs = {spec.probe(a.against[0]).aggregation for a in f2}
+    assert {"mean", "max", "attention", "multimax", "rolling"} <= aggs
+    assert all(a.mode == "reward" for a in f2)
+    text_arms = [a for a in spec.arms if any(spec.is_text(n) for n in a.against)]
+    assert text_arms and all(a.mode == "reward" for a in text_arms)
+    f3 = [a for a in spec.arms if "F3" in a.findings]
+    assert len({(a.weight, a.kl_weight) for a in f3}) == len(f3) >= 3
     assert len(quick_grid().seeds) == 1 and quick_grid().steps < spec.steps
 
 
 def test_bad_specs_raise_config_errors() -> None:
     probes = (ProbeKind("p", "resid_post:1"),)
     control = Arm("control", control=True)
-    with pytest.raises(ConfigError, match="unknown probe"):
+    with pytest.raises(ConfigError, match="unknown monitor"):
         GridSpec(probes, (control, Arm("a", against=("nope",), weight=1.0)))
     with pytest.raises(ConfigError, match="exactly one control"):
         GridSpec(probes, (Arm("a", against=("p",), weight=1.0),))
@@ -45,6 +49,15 @@ def test_bad_specs_raise_config_errors() -> None:
         Arm("a", against=("p",))
     with pytest.raises(ConfigError, match="unknown mode"):
         Arm("a", mode="rl")
+    with pytest.raises(ConfigError, match="unknown finding"):
+        Arm("a", findings=("F9",))
+    text = (TextMonitorKind("t", "heldout.organism.behaviour:cot_contradiction"),)
+    with pytest.raises(ConfigError, match="trains against a text monitor"):
+        GridSpec(probes, (control, Arm("g", against=("t",), weight=1.0)), text_monitors=text)
+    with pytest.raises(ConfigError, match="cannot import|not found|no module|has no"):
+        TextMonitorKind("t", "heldout.organism.behaviour:nope")
+    with pytest.raises(ConfigError, match="max_filler"):
+        GridSpec(probes, (control,), organism={"max_filler": 99})
     with pytest.raises(ConfigError, match="plain name"):
         Arm("a/b")
     with pytest.raises(ConfigError, match="bad site"):
@@ -59,8 +72,8 @@ def test_bad_specs_raise_config_errors() -> None:
 
 
 def test_select_keeps_the_control() -> None:
-    spec = default_grid().select(["reward-frozen"], [3])
-    assert [a.name for a in spec.arms] == ["control", "reward-frozen"] and spec.seeds == (3,)
+    spec = default_grid().select(["reward-strong"], [3])
+    assert [a.name for a in spec.arms] == ["control", "reward-strong"] and spec.seeds == (3,)
     with pytest.raises(ConfigError, match="no arm"):
         default_grid().select(["nope"])
 
