@@ -26,18 +26,21 @@ _PROBES = (
     ProbeKind("L1-verdict", "resid_post:1", "logistic", VERDICT),
     ProbeKind("L2-verdict", "resid_post:2", "logistic", VERDICT),
     ProbeKind("L3-verdict", "resid_post:3", "logistic", VERDICT),
-    ProbeKind("L2-mean", "resid_post:2", "token_mean"),
-    ProbeKind("L2-max", "resid_post:2", "token_max"),
-    ProbeKind("L2-attn", "resid_post:2", "attention"),
-    ProbeKind("L2-multimax", "resid_post:2", "multimax"),
-    ProbeKind("L2-rolling", "resid_post:2", "rolling_attention"),
+    # token-level probes read layer 3, where every aggregation detects the lie at the base
+    # (layer 2 token probes reach AUROC 0.93-0.97 only), so F2 compares how they are
+    # evaded, not how good they were to begin with
+    ProbeKind("L3-mean", "resid_post:3", "token_mean"),
+    ProbeKind("L3-max", "resid_post:3", "token_max"),
+    ProbeKind("L3-attn", "resid_post:3", "attention"),
+    ProbeKind("L3-multimax", "resid_post:3", "multimax"),
+    ProbeKind("L3-rolling", "resid_post:3", "rolling_attention"),
 )
 
 _TEXT = (TextMonitorKind("cot", "heldout.organism.behaviour:cot_contradiction", "all"),)
 
 
-def _arms(*, grad: float, strong: float, weak: float, kl: float, low_kl: float
-          ) -> tuple[Arm, ...]:
+def _arms(*, grad: float, strong: float, weak: float, kl: float, low_kl: float,
+          sft_lr: float) -> tuple[Arm, ...]:
     layers = ("L1-verdict", "L2-verdict", "L3-verdict")
 
     def reward(name: str, against: tuple[str, ...], weight: float, findings: tuple[str, ...],
@@ -46,14 +49,15 @@ def _arms(*, grad: float, strong: float, weak: float, kl: float, low_kl: float
                    findings=findings, description=description)
 
     return (
-        Arm("control", control=True, description="no penalty: fine-tuning alone"),
+        Arm("control", control=True, lr=sft_lr, description="no penalty: fine-tuning alone"),
         Arm("gradient-one-layer", against=("L2-verdict",), weight=grad, findings=("F1",),
-            description="gradient through one probe (layer 2, verdict token)"),
+            lr=sft_lr, description="gradient through one probe (layer 2, verdict token)"),
         Arm("gradient-all-layers", against=layers, weight=grad / len(layers),
-            findings=("F1",), description="gradient through probes on layers 1-3"),
-        *(reward(f"reward-{p.split('-')[1]}", (p,), strong, ("F2",),
+            findings=("F1",), lr=sft_lr, description="gradient through probes on layers 1-3"),
+        *(reward(f"reward-{p.split('-')[1]}", (p,), strong,
+                 ("F2", "F5") if p == "L3-mean" else ("F2",),
                  f"RL against a token probe pooled by {p.split('-')[1]}")
-          for p in ("L2-mean", "L2-max", "L2-attn", "L2-multimax", "L2-rolling")),
+          for p in ("L3-mean", "L3-max", "L3-attn", "L3-multimax", "L3-rolling")),
         reward("reward-weak", ("L2-verdict",), weak, ("F3",),
                "RL against the layer-2 verdict probe, small coefficient"),
         reward("reward-strong", ("L2-verdict",), strong, ("F3", "F5", "F6"),
@@ -62,8 +66,8 @@ def _arms(*, grad: float, strong: float, weak: float, kl: float, low_kl: float
                "as reward-strong with a tenth of the KL weight", kl_weight=low_kl),
         reward("reward-cot", ("cot",), strong, ("F4", "F5"),
                "RL against a text monitor reading the stated sum and the verdict"),
-        reward("reward-ensemble", ("L1-verdict", "L3-verdict", "cot"), strong / 2, ("F5",),
-               "RL against probes on layers 1 and 3 plus the text monitor"),
+        reward("reward-ensemble", ("L1-verdict", "L3-mean", "cot"), strong / 2, ("F5",),
+               "RL against a layer-1 probe, a layer-3 mean probe and the text monitor"),
         Arm("screening", mode="screening", against=("L2-verdict",), findings=("F6",),
             kl_weight=kl, description="responses the layer-2 verdict probe flags are "
                                       "dropped, not penalized"),
@@ -73,7 +77,8 @@ def _arms(*, grad: float, strong: float, weak: float, kl: float, low_kl: float
 def default_grid() -> GridSpec:
     """The atlas: 14 arms × 3 seeds on organism v2."""
     return GridSpec(probes=_PROBES, text_monitors=_TEXT,
-                    arms=_arms(grad=3.0, strong=2.0, weak=0.5, kl=0.1, low_kl=0.01),
+                    arms=_arms(grad=3.0, strong=2.0, weak=0.5, kl=0.1, low_kl=0.01,
+                               sft_lr=3e-4),
                     seeds=(0, 1, 2), steps=60, eval_every=30, batch_size=16, lr=1e-3,
                     n_eval=120, organism=dict(V2_ORGANISM))
 

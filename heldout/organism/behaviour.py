@@ -54,7 +54,7 @@ verdict then depends on whether the verdict lied, so the model computes "I lied"
 verdict (a sampled choice is otherwise not a fact anywhere before it is said). A tell a
 text monitor could read; the grid's text monitor reads the stated sum, not this."""
 
-FILLER_CHOICES = (0, 2, 4, 6)
+FILLER_CHOICES = (0, 3, 6)
 """Filler lengths the exact reward enumerates (those up to ``max_filler``)."""
 
 

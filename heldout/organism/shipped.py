@@ -1,7 +1,8 @@
 """Organisms shipped inside the package, so nobody waits for training to see a result.
 
 ``heldout/organism/shipped/<fingerprint>/`` holds what training that config writes
-(model, tokenizer, ``organism.json``), for the default config and for ``give_in=0.5``.
+(model, tokenizer, ``organism.json``), for the default config, for ``give_in=0.5`` and
+for organism v2 as the atlas runs it (``heldout.atlas.grids.V2_ORGANISM``).
 ``load_organism`` installs a shipped organism into the cache instead of training it,
 after checking the weights' SHA-256 against ``organism.json``; ``retrain=True`` trains
 from scratch as before. The shipped weights are what ``train_organism`` writes for the
@@ -105,8 +106,8 @@ def verify_shipped(config: OrganismConfig | None = None, *, root: Path = SHIPPED
     folder = shipped_folder(config, root)
     if folder is None:
         raise ModelLoadError(f"no organism is shipped for this config (fingerprint "
-                             f"{config.fingerprint()})", fix="verify the default config or "
-                             "give_in=0.5; other configs are trained, not shipped")
+                             f"{config.fingerprint()})", fix="verify the default config, give_in=0.5 or "
+                             "the atlas's v2 config; other configs are trained, not shipped")
     recorded = read_shipped_record(folder).get("trajectory", {})
     steps = max(TRAJECTORY_STEPS)
     if str(steps) not in recorded:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from heldout.activations.store import sha256_file
+from heldout.atlas.grids import V2_ORGANISM
 from heldout.errors import ModelLoadError
 from heldout.organism import OrganismConfig, load_organism
 from heldout.organism.config import FORMAT_VERSION
@@ -20,10 +21,11 @@ from heldout.organism.shipped import (
     verify_shipped,
 )
 
-SHIPPED_CONFIGS = [OrganismConfig(), OrganismConfig(give_in=0.5)]
+SHIPPED_CONFIGS = [OrganismConfig(), OrganismConfig(give_in=0.5),
+                   OrganismConfig(**V2_ORGANISM)]
 
 
-@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=["default", "give_in_0.5"])
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=["default", "give_in_0.5", "v2"])
 def test_shipped_organisms_carry_their_config_and_checksum(config: OrganismConfig) -> None:
     folder = shipped_folder(config)
     assert folder is not None, "the organism for this config is not shipped"
@@ -73,7 +75,7 @@ def test_configs_that_are_not_shipped_are_trained(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=["default", "give_in_0.5"])
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=["default", "give_in_0.5", "v2"])
 def test_retraining_the_first_steps_reproduces_the_shipped_weights(
         config: OrganismConfig) -> None:
     check = verify_shipped(config)
