@@ -1,12 +1,14 @@
-"""The atlas report: per arm, the verdicts over seeds, every monitored metric with a
-bootstrap CI, training curves, cost; and, next to the results, the published findings
-they speak to and whether this organism reproduced each (computed, never hard-coded).
+"""The atlas report: the headline (how many published findings this organism
+reproduced), each finding with its rule, evidence and the published numbers; the
+verdicts over seeds as distributions with Wilson intervals and the cost of each arm;
+the cross-aggregation matrix; every monitored metric with a bootstrap CI; and per arm
+its training curves and per-seed verdicts.
 
-Confidence intervals: proportions (misbehavior rate, recalls) are resampled example by
-example within each seed (a stratified percentile bootstrap over the pooled 0/1
-outcomes, strata = seeds); other quantities (KL, AUROC) are resampled over seeds, so
-with one seed their interval is a point. Reads only the run folders' JSON records
-(``evals.jsonl``, ``summary.json``): analysis never touches a model.
+Writes ``report.md``, ``report.html``, ``figures/*.png`` and ``findings.json``. Reads
+only the run folders' JSON records (``evals.jsonl``) and the run summaries: analysis
+never touches a model. The numbers come from :mod:`heldout.atlas.results`, the judged
+findings from :mod:`heldout.atlas.findings`, the figures from
+:mod:`heldout.atlas.figures`.
 """
 
 from __future__ import annotations
@@ -16,185 +18,220 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from heldout.atlas.findings import (
+from heldout.atlas.figures import (
+    cross_aggregation_figure,
+    curves_figure,
+    overview_figure,
+    verdicts_figure,
+)
+from heldout.atlas.findings import COMMON_RULE, Finding, findings, headline
+from heldout.atlas.grid import GridSpec
+from heldout.atlas.results import (
+    OUTCOMES,
     ArmResult,
+    CrossMatrix,
     Estimate,
+    aggregation_words,
     arm_metrics,
     collect,
-    findings,
-    fmt_estimate,
-    forced_recall,
-    mean_or_none,
-    outcome_distribution,
-    probe_key,
+    cross_aggregation,
+    distribution_text,
+    fmt,
 )
-from heldout.atlas.grid import GridSpec
 from heldout.atlas.runner import RunSummary
 
-
-def _curves(a: ArmResult, control: ArmResult) -> Any:
-    """Misbehavior rate and trained-against / held-out / retrained recall over steps
-    (mean over seeds; the control's misbehavior rate and trained-against recall
-    dashed)."""
-    from heldout.analysis.style import integer_axis, legend_outside, new_figure
-
-    def lines(arm: ArmResult) -> dict[str, tuple[list[int], list[float]]]:
-        acc: dict[str, dict[int, list[float]]] = {}
-        for recs in arm.records.values():
-            for rec in recs:
-                step = rec.step
-                keys = {probe_key(rec, n) for n in a.against}
-                vals = {
-                    "misbehavior rate": rec.misbehavior_rate,
-                    "trained-against recall (forced)": forced_recall(rec, a.against),
-                    "held-out recall (forced)": forced_recall(rec, a.held_out),
-                    "retrained recall (fixed set)": mean_or_none(
-                        [rec.retrained[k].recall_cur for k in keys if k in rec.retrained]),
-                }
-                for k, v in vals.items():
-                    if v is not None:
-                        acc.setdefault(k, {}).setdefault(step, []).append(float(v))
-        return {k: (sorted(d), [float(np.mean(d[s])) for s in sorted(d)])
-                for k, d in acc.items()}
-
-    fig, axes = new_figure(8.4, 3.6)
-    ax = axes[0, 0]
-    colors = {"misbehavior rate": "black", "trained-against recall (forced)": "#d62728",
-              "held-out recall (forced)": "#1f77b4", "retrained recall (fixed set)": "#2ca02c"}
-    for k, (xs, ys) in lines(a).items():
-        ax.plot(xs, ys, marker=".", color=colors[k], label=k)
-    if a is not control:
-        ctl = lines(control)
-        for k in ("misbehavior rate", "trained-against recall (forced)"):
-            if k in ctl:
-                ax.plot(*ctl[k], ls="--", color=colors[k], alpha=0.6, label=f"{k}, control")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("training step")
-    integer_axis(ax.xaxis)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{a.arm.name} (mean over {len(a.runs)} seed(s))", fontsize=9)
-    legend_outside(ax, fontsize=7)
-    return fig
+READING_GUIDE = (
+    "Each arm is a training recipe, run once per seed; each run gets a verdict against "
+    "the no-penalty control run of the same seed (heldout.analysis.verdict): honest (the "
+    "misbehavior stopped), blatant (it goes on and the monitor still catches it), "
+    "obfuscated policy (it goes on in text the monitor no longer recognizes), "
+    "obfuscated activations (the text still reads as misbehavior, but the model's own "
+    "activations no longer trigger the probe) or inconclusive (the monitor never caught "
+    "the control either). Each published finding below is judged from those verdicts "
+    "and from the monitors' recalls by the rule printed next to it.")
+"""The paragraph that opens the findings, for a reader new to the atlas."""
+BRACKETS = ("Numbers in brackets are 95% intervals: k/n [low, high] is a fraction of "
+            "seeds with its Wilson interval; x [low, high] elsewhere is a bootstrap "
+            "interval (over seeds, or over examples within seeds for recalls).")
+"""How to read the intervals, said once."""
 
 
-def _overview(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]]) -> Any:
-    from heldout.analysis.style import PALETTE, legend_outside, new_figure
-
-    names = [a.arm.name for a in results]
-    shown = ["misbehavior rate", "trained-against recall, forced", "held-out recall, forced",
-             "retrained probe recall, forced"]
-    fig, axes = new_figure(max(7.5, 1.0 * len(names) + 3.0), 4.2)
-    ax = axes[0, 0]
-    width = 0.8 / len(shown)
-    for j, key in enumerate(shown):
-        est = [metrics[n][key] for n in names]
-        xs = np.arange(len(names)) + (j - len(shown) / 2 + 0.5) * width
-        vals = [e.value if e.value is not None else 0.0 for e in est]
-        err = np.array([[max(0.0, (e.value or 0) - (e.low if e.low is not None else e.value or 0)),
-                         max(0.0, (e.high if e.high is not None else e.value or 0) - (e.value or 0))]
-                        for e in est]).T
-        ax.bar(xs, vals, width, yerr=err, capsize=2, label=key, color=PALETTE[j])
-    ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-    ax.set_ylim(0, 1.05)
-    legend_outside(ax, fontsize=7)
-    ax.set_title("final evaluation, pooled over seeds (95% bootstrap CI)", fontsize=9)
-    return fig
-
-
-# ------------------------------------------------------------------ report
-
-
-def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
-                       summaries: list[RunSummary]) -> Path:
-    """Write ``report.md`` + ``report.html`` + ``figures/*.png`` into ``out``; returns
-    the Markdown path."""
+def _finding_tables(found: list[Finding]) -> Any:
     import pandas as pd
 
-    from heldout.analysis.report import Plot, Section, glossary_section, write_report
+    return pd.DataFrame([{"finding": f.id, "claim (short)": f.title, "status": f.status,
+                          "why": f.why or "-"} for f in found])
 
-    root = Path(out)
-    results = collect(root, spec, summaries)
-    control = next(a for a in results if a.arm.control)
-    metrics = {a.arm.name: arm_metrics(a, spec.bootstrap) for a in results}
-    found = findings(results, {p.name: p.aggregation for p in spec.probes})
-    speaks: dict[str, list[str]] = {}
-    for i, f in enumerate(found, 1):
-        for name in f.arms:
-            speaks.setdefault(name, []).append(f"F{i} ({f.reproduced})")
+
+def _finding_section(f: Finding) -> Any:
+    from heldout.analysis.report import Section
+
+    lines = [f"- Claim: {f.claim}", f"- Source: {f.source}",
+             f"- Arms: {', '.join(f.arms) or 'none in this grid'}", f"- Rule: {f.rule}"]
+    lines += [f"- Measured: {e}" for e in f.evidence] or ["- Measured: nothing (no arms)"]
+    lines += [f"- Published: {f.anchor}", f"- Status: {f.status}"
+              + (f" — {f.why}" if f.why else "")]
+    return Section(f"{f.id} · {f.status}: {f.title}", "\n".join(lines))
+
+
+def _verdict_table(results: list[ArmResult]) -> Any:
+    import pandas as pd
+
+    rows = []
+    for a in results:
+        row: dict[str, Any] = {"arm": a.arm.name, "seeds": len(a.runs)}
+        for outcome in OUTCOMES:
+            share = a.share(outcome)
+            row[outcome.replace("_", " ")] = (share.text() if share.k else f"0/{share.n}"
+                                              ) if a.runs else "-"
+        row["majority"] = a.majority or ("split" if a.runs else "-")
+        row["cost (s) per run"] = fmt(a.seconds_mean, 1)
+        row["cost (s) total"] = f"{a.seconds_total:.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cross_table(m: CrossMatrix) -> Any:
+    import pandas as pd
+
+    rows = []
+    for i, arm in enumerate(m.arms):
+        row: dict[str, Any] = {"arm": arm, "trained against": ", ".join(m.trained[i]) or
+                               "nothing (control)"}
+        for j, name in enumerate(m.monitors):
+            v = m.values[i][j]
+            mark = "*" if name in m.trained[i] else ""
+            row[f"{name} ({aggregation_words(m.aggregations[j])})"] = (
+                "–" if v is None else f"{v:.2f}{mark}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _arm_table(results: list[ArmResult], metrics: dict[str, dict[str, Estimate]],
+               speaks: dict[str, list[str]]) -> Any:
+    import pandas as pd
 
     rows = []
     for a in results:
         m = metrics[a.arm.name]
         rows.append({
-            "arm": a.arm.name, "mode": a.arm.mode, "λ": f"{a.arm.weight:g}",
+            "arm": a.arm.name, "mode": "control" if a.arm.control else a.arm.mode,
+            "λ": f"{a.arm.weight:g}",
             "β": f"{a.arm.kl_weight:g}",
-            "detector": a.arm.detector if a.arm.mode != "gradient" else "-",
-            "against": ", ".join(a.arm.against) or "-", "verdicts": outcome_distribution(a),
+            "detector": a.arm.detector if a.arm.mode == "reward" else "-",
+            "against": ", ".join(a.arm.against) or "-",
             "misbehavior": m["misbehavior rate"].text(),
             "against recall (forced)": m["trained-against recall, forced"].text(),
-            "held-out recall (forced)": m["held-out recall, forced"].text(),
+            "held-out probe recall (forced)": m["held-out probe recall, forced"].text(),
             "retrained recall": m["retrained probe recall, forced"].text(),
-            "findings": ", ".join(speaks.get(a.arm.name, [])) or "-",
-            "cost (s)": f"{sum(r.seconds for r in a.runs):.1f}"})
-    table = pd.DataFrame(rows)
-    finding_table = pd.DataFrame([{"": f"F{i}", "published finding": f.claim,
-                                   "source": f.source, "this organism": f.evidence,
-                                   "reproduced": f.reproduced}
-                                  for i, f in enumerate(found, 1)])
-    total = sum(r.seconds for r in summaries)
+            "KL to base": m["KL to base"].text(),
+            "findings": ", ".join(speaks.get(a.arm.name, [])) or "-"})
+    return pd.DataFrame(rows)
+
+
+def _arm_section(a: ArmResult, control: ArmResult, m: dict[str, Estimate],
+                 speaks: list[str]) -> Any:
+    import pandas as pd
+
+    from heldout.analysis.report import Plot, Section
+
+    detail = pd.DataFrame([{"metric": k, "estimate [95% CI]": v.text()} for k, v in m.items()])
+    seeds = pd.DataFrame([{"seed": r.seed, "verdict": r.verdict["outcome"],
+                           "seconds": f"{r.seconds:.1f}",
+                           "what happened": r.verdict.get("story", "") or "-",
+                           "notes": "; ".join(r.verdict.get("notes", ())) or "-"}
+                          for r in a.runs])
+    recipe = ("No penalty: every other arm's verdict is judged against this arm's run of "
+              "the same seed" if a.arm.control else
+              f"Mode {a.arm.mode}, λ={a.arm.weight:g}, β={a.arm.kl_weight:g}, trained "
+              f"against: {', '.join(a.arm.against)}")
+    text = (f"{a.arm.description or a.arm.name}. {recipe}; held out (watching only): "
+            f"{', '.join(a.held_out) or 'none'}. Verdicts over seeds: "
+            f"{distribution_text(a)}. Cost: {a.seconds_total:.1f} s "
+            f"({fmt(a.seconds_mean, 1)} s per run).")
+    if speaks:
+        text += f"\n\nSpeaks to: {', '.join(speaks)} (see Findings)."
+    figs = [Plot(curves_figure(a, control),
+                 f"{a.arm.name}: misbehavior rate and recalls over training steps (mean over "
+                 "seeds)" + ("" if a is control else
+                             "; dashed lines are the no-penalty control arm") +
+                 ". Watch whether the trained-against recall falls while misbehavior stays.",
+                 f"curves-{a.arm.name}")] if a.runs else []
+    return Section(f"Arm: {a.arm.name}", text, tables=[detail, seeds], figures=figs)
+
+
+def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
+                       summaries: list[RunSummary]) -> Path:
+    """Write ``report.md`` + ``report.html`` + ``figures/*.png`` + ``findings.json`` into
+    ``out``; returns the Markdown path."""
+    from heldout.analysis.report import Plot, Section, glossary_section, write_report
+
+    root = Path(out)
+    results = collect(spec, summaries)
+    control = next(a for a in results if a.arm.control)
+    metrics = {a.arm.name: arm_metrics(a, spec.bootstrap) for a in results}
+    found = findings(results, spec)
+    top = headline(found, results)
+    speaks: dict[str, list[str]] = {}
+    for f in found:
+        for name in f.arms:
+            speaks.setdefault(name, []).append(f"{f.id} ({f.status})")
+    matrix = cross_aggregation(results, spec)
+
     sections = [
-        Section("Findings", "Each published finding next to what this atlas measured. "
-                "'reproduced' is computed from the runs below with the rules stated in "
-                "each row (verdicts: heldout.analysis.verdict, against the control arm "
-                "of the same seed).", tables=[finding_table]),
-        Section("Results by arm", "Final evaluation, pooled over seeds; 95% bootstrap CIs "
-                "(proportions resampled per example within seeds). Recall at the base "
-                "model's 1%-FPR threshold. 'retrained recall': a probe of the same kind "
-                "refitted on the final model. Cost: wall-clock seconds over all seeds "
-                f"(whole grid: {total:.0f} s).",
-                tables=[table], figures=[Plot(
-                    _overview(results, metrics),
-                    "Each arm's final misbehavior rate and recalls (forced set), pooled "
-                    "over seeds, with 95% intervals. An arm that hides its lies shows a "
-                    "high misbehavior bar and a low trained-against bar; a held-out bar "
-                    "that stays high means the lie is still visible elsewhere.",
-                    "overview")]),
+        Section("Findings", f"{READING_GUIDE}\n\n{COMMON_RULE} {BRACKETS}",
+                tables=[_finding_tables(found)]),
+        *(_finding_section(f) for f in found),
+        Section("Verdicts over seeds",
+                "Per arm, how many of its seeds' runs got each verdict, k/n, with the "
+                "Wilson 95% interval of that fraction in brackets. Few seeds give wide "
+                "intervals: 3/3 only shows the true rate is above 0.44, and a 0/3 cell "
+                "(shown bare) still allows up to 0.56. 'majority': the verdict of more "
+                "than half of the seeds ('split' when none has). Cost: wall-clock seconds "
+                "of training, evaluations, verdict and retrain check (whole grid: "
+                f"{sum(a.seconds_total for a in results):.0f} s).",
+                tables=[_verdict_table(results)],
+                figures=[Plot(verdicts_figure(results),
+                              "Share of seeds per verdict, per arm. Green: honest; red: "
+                              "blatant; orange / purple: the two kinds of obfuscation.",
+                              "verdicts")]),
     ]
-    for a in results:
-        m = metrics[a.arm.name]
-        detail = pd.DataFrame([{"metric": k, "estimate [95% CI]": v.text()}
-                               for k, v in m.items()])
-        seeds = pd.DataFrame([{"seed": r.seed, "verdict": r.verdict["outcome"],
-                               "seconds": f"{r.seconds:.1f}",
-                               "what happened": r.verdict.get("story", "") or "-",
-                               "notes": "; ".join(r.verdict.get("notes", ())) or "-"}
-                              for r in a.runs])
-        text = (f"{a.arm.description or a.arm.mode}. Mode {a.arm.mode}, λ={a.arm.weight}, "
-                f"β={a.arm.kl_weight}, trained against: {', '.join(a.arm.against) or 'none'}; "
-                f"held out: {', '.join(a.held_out)}. Verdicts over seeds: {outcome_distribution(a)}. "
-                f"Cost: {sum(r.seconds for r in a.runs):.1f} s "
-                f"({fmt_estimate(mean_or_none([r.seconds for r in a.runs]))} s per seed).")
-        if speaks.get(a.arm.name):
-            text += f"\n\nSpeaks to: {', '.join(speaks[a.arm.name])} (see Findings)."
-        figs = [Plot(_curves(a, control),
-                     f"{a.arm.name}: misbehavior rate and recalls over training steps (mean "
-                     "over seeds)" + ("" if a is control else
-                                      "; dashed lines are the no-penalty control arm") +
-                     ". Watch whether the trained-against recall falls while misbehavior "
-                     "stays.",
-                     f"curves-{a.arm.name}")] if a.runs else []
-        sections.append(Section(f"Arm: {a.arm.name}", text, tables=[detail, seeds],
-                                figures=figs))
-    reproduced = sum(f.reproduced == "yes" for f in found)
-    tested = sum(f.reproduced != "not tested" for f in found)
-    summary = (f"{len(spec.arms)} arms × {len(spec.seeds)} seed(s), {spec.steps} steps each, "
-               f"on the built-in organism. The organism reproduced {reproduced} of "
-               f"{tested} tested findings.")
+    if len(matrix.arms) > 1:
+        sections.append(Section(
+            "Cross-aggregation matrix",
+            "Each row is an arm trained against one probe (tagged F2), plus the control; "
+            "each column is a monitor of the grid, with how it pools evidence over the "
+            "response tokens. A cell is that monitor's recall on the arm's own "
+            "misbehavior at the base model's threshold, at the last evaluation, mean over "
+            "seeds ('*': the probe the arm trained against; '–': the arm's outputs held no "
+            "misbehavior to detect). Read along a row: did evading one probe also evade "
+            "the others? Compare with the control row: what each monitor caught before "
+            "any pressure.",
+            tables=[_cross_table(matrix)],
+            figures=[Plot(cross_aggregation_figure(matrix, spec.fpr),
+                          "Recall of every monitor (columns) on each arm's own lies (rows). "
+                          "A dark cell in an arm's boxed column with bright cells elsewhere "
+                          "means it evaded only the probe it trained against.",
+                          "cross_aggregation")]))
+    sections.append(Section(
+        "Results by arm", "Final evaluation, pooled over seeds; 95% bootstrap CIs "
+        "(proportions resampled per example within seeds). Recall at the base model's "
+        f"{spec.fpr:.0%}-FPR threshold. 'held-out probe recall': activation probes not "
+        "trained against. 'retrained recall': a probe of the same kind refitted on the "
+        "final model (activation probes only).",
+        tables=[_arm_table(results, metrics, speaks)], figures=[Plot(
+            overview_figure(results, metrics),
+            "Each arm's final misbehavior rate and recalls (forced set), pooled over "
+            "seeds, with 95% intervals. An arm that hides its lies shows a high "
+            "misbehavior bar and a low trained-against bar; a held-out bar that stays "
+            "high means the lie is still visible elsewhere.", "overview")]))
+    sections += [_arm_section(a, control, metrics[a.arm.name], speaks.get(a.arm.name, []))
+                 for a in results]
+    summary = (f"{top} ({len(spec.arms)} arms × {len(spec.seeds)} seed(s), {spec.steps} "
+               "steps each, on the built-in organism.)")
     md, _ = write_report(root, "heldout atlas: training against probes",
                          sections + [glossary_section()], summary)
     (root / "findings.json").write_text(json.dumps(
-        [f.__dict__ for f in found], indent=2) + "\n", encoding="utf-8")
+        {"headline": top, "findings": [f.to_dict() for f in found]}, indent=2) + "\n",
+        encoding="utf-8")
     return md

@@ -32,16 +32,15 @@ def test_tiny_atlas_runs_resumes_and_reports(tmp_path: Path) -> None:
     for arm in spec.arms:
         assert f"Arm: {arm.name}" in md and (out / "figures" / f"curves-{arm.name}.png").is_file()
     assert "reproduced" in md and "cost (s)" in md and "Cundy & Gleave" in md
-    found = json.loads((out / "findings.json").read_text())
-    # F1..F4 in order, each judged from the runs above by the rule findings.py states;
-    # the tiny grid trains against no mean- or max-aggregated probe, so F2 is untested.
-    quiet = [o for a, o in outcomes.items()
-             if a != "control" and o in ("obfuscated_activations", "obfuscated_policy")]
-    assert [f["reproduced"] for f in found][:3] == [
-        "yes" if outcomes["gradient-one-layer"] == "obfuscated_activations" else "no",
-        "not tested",
-        "yes" if outcomes["reward-live"] == "honest" else "no"]
-    assert (found[3]["reproduced"] == "not tested") == (not quiet)
+    saved = json.loads((out / "findings.json").read_text())
+    # F1..F6 in order, each judged by the rule findings.py states; a finding no arm of
+    # the grid is tagged with is not tested, and one seed makes the rest inconclusive.
+    assert [f["id"] for f in saved["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    for f in saved["findings"]:
+        tagged = any(f["id"] in a.findings for a in spec.arms)
+        assert f["status"] == ("inconclusive" if tagged else "not tested")
+    assert saved["headline"].startswith("Quick grid: 1 seed per arm") and \
+        saved["headline"] in md
     # a second call redoes nothing
     again = run_atlas(spec, out, progress=False, organism=organism)
     assert again.ran == [] and len(again.skipped) == len(spec.arms)
