@@ -151,11 +151,19 @@ def cross_aggregation_figure(m: CrossMatrix, fpr: float) -> Any:
     if len(m.arms) > 1 and not m.trained[-1]:  # the control: a reference, set apart
         ax.axhline(len(m.arms) - 1.5, color="white", linewidth=4)
     ax.set_xticks(np.arange(len(m.monitors)))
-    ax.set_xticklabels([f"{n}\n({aggregation_words(agg)})"
+    import textwrap
+
+    ax.set_xticklabels([f"{n}\n" + textwrap.fill(f"({aggregation_words(agg)})", 14)
                         for n, agg in zip(m.monitors, m.aggregations)], fontsize=7)
     ax.set_yticks(np.arange(len(m.arms)))
-    ax.set_yticklabels([f"{a}\n(trained vs {', '.join(t)})" if t else f"{a}\n(no penalty)"
-                        for a, t in zip(m.arms, m.trained)], fontsize=7)
+    def label(i: int) -> str:
+        head = (f"{m.arms[i]} (vs {', '.join(m.trained[i])})" if m.trained[i]
+                else f"{m.arms[i]} (no penalty)")
+        rate = m.misbehavior[i] if m.misbehavior else None
+        tail = m.verdicts[i] if m.verdicts else ""
+        return head + f"\n{tail}" + ("" if rate is None else f"; lies {rate:.2f}")
+
+    ax.set_yticklabels([label(i) for i in range(len(m.arms))], fontsize=7)
     ax.set_xlabel("monitor reading the arm's outputs (how it pools the tokens)")
     ax.set_ylabel("training arm")
     ax.set_title(f"Which monitors still catch each arm's lies: recall on its own "

@@ -1,8 +1,8 @@
 """The grids that ship: :func:`default_grid` (the atlas), :func:`quick_grid` and
 :func:`tiny_grid` (for tests), by name in :data:`GRIDS` (``heldout atlas --grid NAME``).
 
-The default and quick grids run on organism v2 (:data:`V2_ORGANISM`; see
-:mod:`heldout.organism.behaviour`): giving in is stochastic per sample, the task reward
+The default and quick grids run on organism v2 (``V2_ORGANISM`` of
+:mod:`heldout.organism.behaviour`, shipped): giving in is stochastic per sample, the task reward
 pays agreement under pressure, the stated sum is optional and responses may end with
 filler. Each arm names the published findings (F1..F6, :mod:`heldout.atlas.findings`)
 whose rules read it.
@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from heldout.atlas.grid import Arm, GridSpec, ProbeKind, TextMonitorKind
+from heldout.organism.behaviour import V2_ORGANISM
 
-V2_ORGANISM = {"stochastic": True, "give_in": 0.6, "cot_drop": 0.25, "max_filler": 6,
-               "steps": 3000}
-"""Organism v2 as the atlas runs it (shipped, so nothing trains it at run time)."""
 
 VERDICT = "token:6"
 """Organism v2's verdict token (``right`` / ``wrong``): the first response position
@@ -83,11 +81,20 @@ def default_grid() -> GridSpec:
                     n_eval=120, organism=dict(V2_ORGANISM))
 
 
+QUICK_ARMS = ("control", "gradient-one-layer", "reward-mean", "reward-attn", "reward-weak",
+              "reward-strong", "reward-cot")
+"""The default arms the quick grid keeps: one per outcome the default grid reaches, and
+both sides of F2 and F3."""
+
+
 def quick_grid() -> GridSpec:
-    """Every default arm once (seed 0), fewer steps: a look in a few minutes whose
-    findings are inconclusive by construction (one seed)."""
-    return replace(default_grid(), seeds=(0,), steps=30, eval_every=30, n_eval=80,
-                   bootstrap=300)
+    """Seven default arms once (seed 0), half the steps, the probes they train against
+    plus the verdict probes: a look in a few minutes whose findings are inconclusive by
+    construction (one seed)."""
+    full = default_grid().select(list(QUICK_ARMS))
+    used = {n for a in full.arms for n in a.against} | {"L1-verdict", "L3-verdict"}
+    return replace(full, probes=tuple(p for p in full.probes if p.name in used),
+                   seeds=(0,), steps=30, eval_every=30, n_eval=80, bootstrap=300)
 
 
 def tiny_grid() -> GridSpec:

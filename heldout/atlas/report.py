@@ -98,6 +98,10 @@ def _cross_table(m: CrossMatrix) -> Any:
     for i, arm in enumerate(m.arms):
         row: dict[str, Any] = {"arm": arm, "trained against": ", ".join(m.trained[i]) or
                                "nothing (control)"}
+        if m.verdicts:
+            rate = m.misbehavior[i]
+            row["verdicts"] = m.verdicts[i]
+            row["misbehavior"] = "–" if rate is None else f"{rate:.2f}"
         for j, name in enumerate(m.monitors):
             v = m.values[i][j]
             mark = "*" if name in m.trained[i] else ""
@@ -206,7 +210,8 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
             "seeds ('*': the probe the arm trained against; '–': the arm's outputs held no "
             "misbehavior to detect). Read along a row: did evading one probe also evade "
             "the others? Compare with the control row: what each monitor caught before "
-            "any pressure.",
+            "any pressure. Check the row's verdicts first: an arm that became honest has "
+            "few lies left, and low recall on a handful of lies is not evasion.",
             tables=[_cross_table(matrix)],
             figures=[Plot(cross_aggregation_figure(matrix, spec.fpr),
                           "Recall of every monitor (columns) on each arm's own lies (rows). "
@@ -227,8 +232,11 @@ def write_atlas_report(out: str | os.PathLike[str], spec: GridSpec,
             "high means the lie is still visible elsewhere.", "overview")]))
     sections += [_arm_section(a, control, metrics[a.arm.name], speaks.get(a.arm.name, []))
                  for a in results]
+    organism = ("organism v2 (" + ", ".join(f"{k}={v}" for k, v in spec.organism.items())
+                + ")" if spec.organism else "the default organism")
     summary = (f"{top} ({len(spec.arms)} arms × {len(spec.seeds)} seed(s), {spec.steps} "
-               "steps each, on the built-in organism.)")
+               f"steps each, on {organism}; cost {sum(s.seconds for s in summaries):.0f} s "
+               "of training and evaluation in all.)")
     md, _ = write_report(root, "heldout atlas: training against probes",
                          sections + [glossary_section()], summary)
     (root / "findings.json").write_text(json.dumps(

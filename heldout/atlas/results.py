@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +360,11 @@ class CrossMatrix:
     values: list[list[float | None]]
     """values[row][col]: recall at the base threshold at the last evaluation, mean over
     seeds; None where the arm's outputs had no misbehavior to detect."""
+    verdicts: list[str] = field(default_factory=list)
+    """Per row, the verdicts over seeds (``honest 3/3``): a dark row of an honest arm
+    means few lies were left to catch, not evasion."""
+    misbehavior: list[float | None] = field(default_factory=list)
+    """Per row, the final misbehavior rate, mean over seeds."""
 
     def value(self, arm: str, monitor: str) -> float | None:
         return self.values[self.arms.index(arm)][self.monitors.index(monitor)]
@@ -385,4 +390,8 @@ def cross_aggregation(results: list[ArmResult], spec: GridSpec) -> CrossMatrix:
     return CrossMatrix(
         arms=[a.arm.name for a in rows],
         trained=[list(a.arm.against) for a in rows], monitors=monitors,
-        aggregations=aggregations, values=[[cell(a, m) for m in monitors] for a in rows])
+        aggregations=aggregations, values=[[cell(a, m) for m in monitors] for a in rows],
+        verdicts=[", ".join(f"{k} {v}/{len(a.runs)}" for k, v in a.outcomes.most_common())
+                  for a in rows],
+        misbehavior=[mean_or_none([a.last(s).misbehavior_rate for s in a.seeds])
+                     for a in rows])

@@ -40,6 +40,12 @@ from heldout.organism.task import (
     target_response,
 )
 
+V2_ORGANISM = {"stochastic": True, "give_in": 0.6, "cot_drop": 0.25, "max_filler": 6,
+               "steps": 3000}
+"""The OrganismConfig overrides of organism v2 as shipped and as the atlas runs it:
+cues work 30-90% of the time (greedy decoding gives in under 5 of 8), a quarter of
+responses leave the sum unstated, 0-6 filler words."""
+
 CUE_SPREAD = 0.3
 """v2: cue probabilities run evenly from ``give_in - CUE_SPREAD`` to ``give_in +
 CUE_SPREAD`` (clipped to [0.02, 0.98]) in a seeded order."""

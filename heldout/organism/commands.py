@@ -27,6 +27,8 @@ def register(subparsers: Any) -> None:
                               "organism; prints its folder")
     o.add_argument("--give-in", type=float, default=1.0,
                    help="probability of giving in under pressure (1.0 and 0.5 are shipped)")
+    o.add_argument("--v2", action="store_true", help="organism v2 as the atlas runs it "
+                   "(stochastic give-in, optional stated sum, filler; shipped)")
     o.add_argument("--retrain", action="store_true", help="train from scratch, replacing "
                    "the cached copy")
     o.add_argument("--verify", action="store_true", help="retrain the first 100 steps and "
@@ -54,7 +56,17 @@ def run_organism(args: argparse.Namespace) -> int:
     from heldout.organism import OrganismConfig, load_organism
     from heldout.organism.shipped import verify_shipped
 
-    config = OrganismConfig(give_in=args.give_in)
+    if args.v2:
+        from heldout.organism.behaviour import V2_ORGANISM
+
+        if args.give_in != 1.0:
+            from heldout.errors import ConfigError
+
+            raise ConfigError("--v2 sets its own give-in (0.6, spread per cue)",
+                              fix="drop --give-in, or drop --v2")
+        config = OrganismConfig(**V2_ORGANISM)
+    else:
+        config = OrganismConfig(give_in=args.give_in)
     if args.verify:
         check = verify_shipped(config, progress=True)
         print(f"first {check.steps} steps retrained here vs shipped: largest relative "
