@@ -43,4 +43,4 @@ def test_v2_grid_with_a_text_monitor_and_screening(tmp_path: Path) -> None:
     # the v2 organism's own outputs carry filler and the lie mark: the labeler reads them
     assert last["misbehavior_rate"] is not None
     md = (out / "report.md").read_text()
-    assert "cross-aggregation" in md.lower() and "Arm: screening" in md
+    assert "Arm: reward-cot" in md and "Arm: screening" in md and "F4" in md
