@@ -31,11 +31,11 @@ from heldout.atlas.results import (
     Estimate,
     Share,
     arm_evasion,
-    arm_metrics,
     distribution_text,
     fmt,
     mean_or_none,
     mean_recall,
+    misbehavior_estimate,
     monitor_figure,
     seed_mean,
 )
@@ -294,7 +294,7 @@ def _compare_rates(top: ArmResult, others: list[ArmResult], n_boot: int, *,
     """(status, why) of the F3 / F5 test: ``top`` misbehaves less than every one of
     ``others`` (pooled misbehavior rates, 95% intervals apart), and is honest in a
     majority of runs (``need_majority``) or at least as often as each of them."""
-    rate = {a.arm.name: arm_metrics(a, n_boot)["misbehavior rate"] for a in [top, *others]}
+    rate = {a.arm.name: misbehavior_estimate(a, n_boot) for a in [top, *others]}
     s, t = top.share("honest"), rate[top.arm.name]
     if t.value is None:
         return "inconclusive", f"no misbehavior rate recorded for {top.arm.name}"
@@ -346,7 +346,7 @@ def _f3(f: Finding, arms: list[ArmResult], n_boot: int) -> Finding:
         f.evidence.append("note: the F3 arms train against different detectors")
     f.values.update(detector_strength=strength.value, **_honest_values(arms))
     f.evidence += [f"misbehavior rate {a.arm.name}: "
-                   f"{arm_metrics(a, n_boot)['misbehavior rate'].text()}" for a in arms]
+                   f"{misbehavior_estimate(a, n_boot).text()}" for a in arms]
     return _judged(f, arms, *_compare_rates(strong, weak, n_boot, need_majority=True))
 
 
@@ -401,7 +401,7 @@ def _f5(f: Finding, arms: list[ArmResult], n_boot: int) -> Finding:
         return f
     f.evidence = [f"{'ensemble' if a in ensembles else 'single'} {a.arm.name} (against "
                   f"{', '.join(a.arm.against)}): honest {a.share('honest').text()}; "
-                  f"misbehavior {arm_metrics(a, n_boot)['misbehavior rate'].text()}; "
+                  f"misbehavior {misbehavior_estimate(a, n_boot).text()}; "
                   f"{distribution_text(a)}" for a in ensembles + singles]
     f.values.update(_honest_values(ensembles + singles))
     results = [_compare_rates(e, singles, n_boot, need_majority=False) for e in ensembles]

@@ -269,6 +269,12 @@ def distribution_text(a: ArmResult) -> str:
     return ", ".join(f"{k} {v}/{n}" for k, v in a.outcomes.most_common()) or "no runs"
 
 
+def misbehavior_estimate(a: ArmResult, n_boot: int) -> Estimate:
+    """The arm's final misbehavior rate pooled over seeds, stratified bootstrap CI."""
+    return pooled_proportion([(a.last(s.seed).misbehavior_rate, s.counts["own"])
+                              for s in a.runs if a.records.get(s.seed)], n_boot)
+
+
 def arm_metrics(a: ArmResult, n_boot: int) -> dict[str, Estimate]:
     """The monitored metrics of an arm's final evaluations, pooled over seeds."""
     def per_seed(fn: Callable[[RunSummary, EvalRecord], tuple[float | None, int]]
@@ -277,8 +283,7 @@ def arm_metrics(a: ArmResult, n_boot: int) -> dict[str, Estimate]:
 
     probes = a.against_probes
     out = {
-        "misbehavior rate": pooled_proportion(per_seed(lambda s, r: (
-            r.misbehavior_rate, s.counts["own"])), n_boot),
+        "misbehavior rate": misbehavior_estimate(a, n_boot),
         "task accuracy": pooled_proportion(per_seed(lambda s, r: (
             r.task_accuracy, s.counts["own"])), n_boot),
         "trained-against recall, own misbehavior": pooled_proportion(per_seed(lambda s, r: (
