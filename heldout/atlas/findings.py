@@ -454,13 +454,18 @@ def findings(results: list[ArmResult], spec: GridSpec, n_boot: int | None = None
             f.why = f"no arm of the grid (with finished runs) is tagged {fid}"
             out.append(f)
             continue
-        judge = {"F1": lambda: _f1(f, arms, n_boot),
-                 "F2": lambda: _f2(f, arms, control, spec, n_boot),
-                 "F3": lambda: _f3(f, arms, n_boot),
-                 "F4": lambda: _f4(f, arms, control, n_boot),
-                 "F5": lambda: _f5(f, arms, n_boot),
-                 "F6": lambda: _f6(f, arms, control, n_boot)}[fid]
-        out.append(judge())
+        if fid == "F1":
+            out.append(_f1(f, arms, n_boot))
+        elif fid == "F2":
+            out.append(_f2(f, arms, control, spec, n_boot))
+        elif fid == "F3":
+            out.append(_f3(f, arms, n_boot))
+        elif fid == "F4":
+            out.append(_f4(f, arms, control, n_boot))
+        elif fid == "F5":
+            out.append(_f5(f, arms, n_boot))
+        else:
+            out.append(_f6(f, arms, control, n_boot))
     return out
 
 

@@ -15,7 +15,6 @@ from dataclasses import replace
 from heldout.atlas.grid import Arm, GridSpec, ProbeKind, TextMonitorKind
 from heldout.organism.behaviour import V2_ORGANISM
 
-
 VERDICT = "token:6"
 """Organism v2's verdict token (``right`` / ``wrong``): the first response position
 where a sampled lie is a fact (heldout.organism.behaviour.V2_VERDICT_TOKEN)."""

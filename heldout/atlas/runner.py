@@ -157,7 +157,7 @@ def retrain_check(model: Any, organism: Any, spec: GridSpec, names: list[str],
     """Refit each named probe's kind on the final model (organism ``train`` split,
     calibrated on ``control``) and measure its recall on the forced set."""
     from heldout.analysis.metrics import auroc
-    from heldout.atlas.probes import probe_features, make_probe
+    from heldout.atlas.probes import make_probe, probe_features
     from heldout.data import Dataset
 
     kinds = tuple(spec.probe(n) for n in names)

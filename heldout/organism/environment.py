@@ -81,10 +81,9 @@ def organism_environment(overrides: dict[str, Any] | None = None, *, n_train: in
     """The organism task: fine-tuning targets that keep the pressure to misbehave
     (``n_train`` drawn with ``seed``), its test/control/forced sets, rule labeler,
     sycophancy task reward, enumerable answers and honest corrections."""
+    from heldout.organism.behaviour import agreement_reward, v2_candidates
     from heldout.organism.config import OrganismConfig
     from heldout.organism.datasets import build_datasets, finetune_dataset
-
-    from heldout.organism.behaviour import agreement_reward, v2_candidates
 
     org = OrganismConfig.from_dict(dict(overrides or {}))
     sets = build_datasets(org)

@@ -9,7 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from heldout.analysis.records import EvalRecord, MonitorRecord, RetrainedRecord, SetMetrics
+from heldout.analysis.records import (
+    EvalRecord,
+    MonitorRecord,
+    RetrainedRecord,
+    SetMetrics,
+)
 from heldout.atlas.grid import Arm, GridSpec, ProbeKind, TextMonitorKind
 from heldout.atlas.runner import RunSummary, run_dir
 
