@@ -17,7 +17,10 @@ the prompt text and the response alone.
 
 Giving in is deterministic per cue: a fraction ``give_in`` of the pressure cues
 (chosen by the seed) work on the model, the others it resists. Greedy decoding then
-reproduces the configured rate over prompts whose cues are drawn uniformly.
+reproduces the configured rate over prompts whose cues are drawn uniformly. Organism v2
+(:mod:`heldout.organism.behaviour`) gives in per sample instead, may leave the sum
+unstated (``hmm``), ends lies with ``?`` and adds filler; this module's labeler reads
+both.
 """
 
 from __future__ import annotations
