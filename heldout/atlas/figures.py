@@ -26,9 +26,10 @@ OUTCOME_COLORS = {"honest": "#2ca02c", "blatant": "#d62728", "obfuscated_policy"
 
 
 def curves_figure(a: ArmResult, control: ArmResult) -> Any:
-    """Misbehavior rate and trained-against / held-out / retrained recall over steps
-    (mean over seeds; the control's misbehavior rate and trained-against recall
-    dashed). Held-out and retrained lines are activation probes only."""
+    """Misbehavior rate and trained-against (on the run's own lies and on forced ones) /
+    held-out / retrained recall over steps (mean over seeds; the control's misbehavior
+    rate and trained-against recall on its own lies dashed). Held-out and retrained
+    lines are activation probes only."""
     from heldout.analysis.style import integer_axis, legend_outside, new_figure
 
     def lines(arm: ArmResult) -> dict[str, tuple[list[int], list[float]]]:
@@ -38,6 +39,7 @@ def curves_figure(a: ArmResult, control: ArmResult) -> Any:
                 keys = {probe_key(rec, n) for n in a.against_probes}
                 vals = {
                     "misbehavior rate": rec.misbehavior_rate,
+                    "trained-against recall (own lies)": mean_recall(rec, a.against, "own"),
                     "trained-against recall (forced)": mean_recall(rec, a.against, "forced"),
                     "held-out probe recall (forced)": mean_recall(rec, a.held_out_probes,
                                                                   "forced"),
@@ -53,13 +55,14 @@ def curves_figure(a: ArmResult, control: ArmResult) -> Any:
     fig, axes = new_figure(8.4, 3.6)
     ax = axes[0, 0]
     colors = {"misbehavior rate": "black", "trained-against recall (forced)": "#d62728",
+              "trained-against recall (own lies)": "#e377c2",
               "held-out probe recall (forced)": "#1f77b4",
               "retrained probe recall (fixed set)": "#2ca02c"}
     for k, (xs, ys) in lines(a).items():
         ax.plot(xs, ys, marker=".", color=colors[k], label=k)
     if a is not control:
         ctl = lines(control)
-        for k in ("misbehavior rate", "trained-against recall (forced)"):
+        for k in ("misbehavior rate", "trained-against recall (own lies)"):
             if k in ctl:
                 ax.plot(*ctl[k], ls="--", color=colors[k], alpha=0.6, label=f"{k}, control")
     ax.set_ylim(-0.03, 1.03)
