@@ -7,7 +7,8 @@ to the control arm's (the baseline: fine-tuning with no monitor in the loss; rew
 arms score 12 candidate responses per prompt, so they cost several times more). With
 ``--default FOLDER`` (a finished ``heldout atlas --out FOLDER`` of the default grid) it
 also reads that grid's per-run costs and wall time (``grid.json`` written first,
-``report.md`` last) against the 30-minute budget, without rerunning it.
+``report.md`` last, so a later ``--report-only`` makes it an upper bound) against the
+30-minute budget, without rerunning it.
 
 Usage: ``python benchmarks/atlas_budget.py [--default runs/atlas] [--threads 1]``.
 """
@@ -27,19 +28,20 @@ QUICK_BUDGET_S = 180.0
 DEFAULT_BUDGET_S = 1800.0
 
 
-def per_arm(summaries: list[dict]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
-    for s in summaries:
-        out[s["arm"]].append(float(s["seconds"]))
+def per_arm(summaries: list[dict]) -> dict[str, list[tuple[float, str]]]:
+    out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for s in sorted(summaries, key=lambda s: (s["arm"] != "control", s["arm"], s["seed"])):
+        out[s["arm"]].append((float(s["seconds"]), s["verdict"]["outcome"]))
     return out
 
 
-def show(costs: dict[str, list[float]]) -> None:
-    base = sum(costs["control"]) / len(costs["control"])
-    print(f"{'arm':22s} {'runs':>4s} {'s/run':>7s} {'x control':>9s}")
-    for arm, secs in costs.items():
-        mean = sum(secs) / len(secs)
-        print(f"{arm:22s} {len(secs):4d} {mean:7.1f} {mean / base:9.2f}")
+def show(costs: dict[str, list[tuple[float, str]]]) -> None:
+    base = sum(c for c, _ in costs["control"]) / len(costs["control"])
+    print(f"{'arm':22s} {'runs':>4s} {'s/run':>7s} {'x control':>9s}  verdicts")
+    for arm, runs in costs.items():
+        mean = sum(c for c, _ in runs) / len(runs)
+        print(f"{arm:22s} {len(runs):4d} {mean:7.1f} {mean / base:9.2f}  "
+              f"{', '.join(v for _, v in runs)}")
 
 
 def main() -> int:
