@@ -124,3 +124,16 @@ def test_trl_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [r.step for r in records] == [0, 2]
     assert records[0].monitors["L2"].role == "train_against"
     assert records[0].monitors["L3"].role == "held_out"
+
+
+def test_atlas_section_commands_parse() -> None:
+    from heldout.cli import build_parser
+
+    jobs = blocks("The atlas: which proxies to train against, and which to hold out", "bash")
+    assert len(jobs) == 1, "the atlas section's bash block moved"
+    parser = build_parser()
+    argvs = commands(jobs[0])
+    assert len(argvs) == 3
+    for argv in argvs:
+        assert argv[0] == "heldout" and argv[1] == "atlas", argv
+        assert getattr(parser.parse_args(argv[1:]), "func", None), argv
