@@ -25,7 +25,9 @@ from heldout.probes.linear import LogisticProbe
 from heldout.probes.mlp import TorchStateProbe, init_normal, standardizer
 
 
-def _check_acts(probe: BaseProbe, acts: Tensor, mask: Tensor) -> Tensor:
+def check_token_acts(probe: BaseProbe, acts: Tensor, mask: Tensor) -> Tensor:
+    """``mask`` as a bool tensor on ``acts``' device, after checking that ``probe`` is
+    fitted and that ``acts`` is (batch, pos, d_model) with a matching mask (ProbeError)."""
     probe._check_fitted()
     if acts.ndim != 3 or acts.shape[-1] != probe.n_features_in_:
         raise ProbeError(f"acts has shape {tuple(acts.shape)}, but {type(probe).__name__} "
@@ -37,7 +39,7 @@ def _check_acts(probe: BaseProbe, acts: Tensor, mask: Tensor) -> Tensor:
     return mask.to(device=acts.device, dtype=torch.bool)
 
 
-def _filled(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def zero_filled(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Padding replaced by zeros (NaN would poison matmuls even where masked)."""
     mask = token_mask(X)
     return np.where(mask[:, :, None], X, 0.0).astype(np.float32), mask
@@ -79,7 +81,7 @@ class AttentionProbe(TorchStateProbe):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         dev = default_device(self.device)
-        filled, mask = _filled(X)
+        filled, mask = zero_filled(X)
         mean, scale = standardizer(filled[mask])
         d = X.shape[2]
         gen = torch.Generator().manual_seed(int(self.random_state or 0))
@@ -89,7 +91,7 @@ class AttentionProbe(TorchStateProbe):
         self._train(params, mean, scale, inputs, y, dev)
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
-        filled, mask = _filled(X)
+        filled, mask = zero_filled(X)
         acts = torch.as_tensor(filled, dtype=torch.float64)
         with torch.no_grad():
             return self._forward(self._params_like(acts), (acts, torch.as_tensor(mask))).numpy()
@@ -97,7 +99,7 @@ class AttentionProbe(TorchStateProbe):
     def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
         """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
         → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
-        mask = _check_acts(self, acts, mask)
+        mask = check_token_acts(self, acts, mask)
         return self._forward(self._params_like(acts), (acts, mask))
 
 
@@ -130,7 +132,7 @@ class TokenLinearProbe(BaseProbe):
         self.coef_, self.intercept_ = inner.coef_, inner.intercept_
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
-        filled, mask = _filled(X)
+        filled, mask = zero_filled(X)
         tok = filled.astype(np.float64) @ self.coef_ + self.intercept_
         if self.aggregate == "max":
             return np.where(mask, tok, -np.inf).max(1)
@@ -139,7 +141,7 @@ class TokenLinearProbe(BaseProbe):
     def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
         """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
         → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
-        mask = _check_acts(self, acts, mask)
+        mask = check_token_acts(self, acts, mask)
         w = torch.as_tensor(self.coef_, dtype=acts.dtype, device=acts.device)
         tok = acts @ w + float(self.intercept_)
         if self.aggregate == "max":

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from heldout.errors import ProbeError
-from heldout.probes.attention import _check_acts, _filled
+from heldout.probes.attention import check_token_acts, zero_filled
 from heldout.probes.base import default_device
 from heldout.probes.mlp import TorchStateProbe, init_normal, standardizer
 
@@ -52,7 +52,7 @@ class _MaxPoolProbe(TorchStateProbe):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         dev = default_device(self.device)
-        filled, mask = _filled(X)
+        filled, mask = zero_filled(X)
         mean, scale = standardizer(filled[mask])
         gen = torch.Generator().manual_seed(int(self.random_state or 0))
         params = self._init_params(gen, X.shape[2])
@@ -61,7 +61,7 @@ class _MaxPoolProbe(TorchStateProbe):
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
         # float64 on CPU so that scores do not depend on the batch they come in
-        filled, mask = _filled(X)
+        filled, mask = zero_filled(X)
         acts = torch.as_tensor(filled, dtype=torch.float64)
         with torch.no_grad():
             return self._forward(self._params_like(acts), (acts, torch.as_tensor(mask))).numpy()
@@ -69,7 +69,7 @@ class _MaxPoolProbe(TorchStateProbe):
     def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
         """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
         → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
-        mask = _check_acts(self, acts, mask)
+        mask = check_token_acts(self, acts, mask)
         return self._forward(self._params_like(acts), (acts, mask))
 
 
