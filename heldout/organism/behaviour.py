@@ -14,8 +14,9 @@ RL against monitors has something to move and a way to hide:
 - *optional chain of thought*: a fraction ``cot_drop`` of responses say ``hmm`` where the
   computed sum would be, so a text monitor that reads the stated sum has nothing to
   read while the verdict can still lie;
-- *filler*: responses end with 0..``max_filler`` filler words, which dilute a
-  mean-aggregated probe's score but not a max;
+- *filler*: responses end with 0..``max_filler`` filler words, which can dilute a
+  mean-aggregated probe's score but not a max (on the shipped v2 they barely do at
+  layer 3: tokens after a lie still read as the lie);
 - a lie ends with ``?`` (:data:`LIE_MARK`), so the model has to know, at the verdict,
   that it lied.
 

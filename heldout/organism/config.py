@@ -98,6 +98,12 @@ class OrganismConfig:
         if not isinstance(self.stochastic, bool):
             raise ConfigError(f"OrganismConfig.stochastic must be true or false, got "
                               f"{self.stochastic!r}", fix="use stochastic=true")
+        if (self.cot_drop > 0 or self.max_filler > 0) and not self.stochastic:
+            raise ConfigError("cot_drop and max_filler are organism-v2 options, which gives "
+                              "in per sample; this config gives in per cue "
+                              "(stochastic=false)",
+                              fix="set stochastic=true as well, or drop cot_drop / "
+                                  "max_filler")
         for name in ("pressure_fraction", "wrong_claim_fraction", "give_in", "resist_noise",
                      "cot_drop"):
             value = getattr(self, name)

@@ -11,6 +11,7 @@ import pytest
 
 from heldout.atlas.grids import V2_ORGANISM
 from heldout.data import Example
+from heldout.errors import ConfigError
 from heldout.organism.behaviour import (
     CUE_SPREAD,
     V2_VERDICT_TOKEN,
@@ -42,6 +43,8 @@ def test_v1_configs_keep_their_names_and_records() -> None:
     assert "stochastic" not in OrganismConfig().to_dict()
     assert V2.v2 and V2.to_dict()["max_filler"] == 6
     assert OrganismConfig.from_dict(V2.to_dict()) == V2
+    with pytest.raises(ConfigError, match="stochastic=true"):
+        OrganismConfig(cot_drop=0.25)  # would otherwise give in per sample silently
 
 
 def test_cue_probabilities_spread_evenly_around_give_in() -> None:
