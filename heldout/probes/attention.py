@@ -45,7 +45,47 @@ def zero_filled(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(mask[:, :, None], X, 0.0).astype(np.float32), mask
 
 
-class AttentionProbe(TorchStateProbe):
+def standardized_tokens(params: dict[str, Tensor], acts: Tensor, mask: Tensor) -> Tensor:
+    """Standardized tokens, zero where ``mask`` is false (padding may hold junk)."""
+    z = (acts - params["mean"]) / params["scale"]
+    return torch.where(mask[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+
+
+class PooledTokenProbe(TorchStateProbe):
+    """Learned pooling over tokens: fitting (Adam, early stopping, like
+    :class:`~heldout.probes.mlp.MLPProbe`) and scoring shared by every per-token probe
+    with trained parameters. Subclasses give ``_init_params(gen, d_model)`` and
+    ``_forward(params, (acts, mask)) -> logits``."""
+
+    token_level = True
+
+    def _init_params(self, gen: torch.Generator, d: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        dev = default_device(self.device)
+        filled, mask = zero_filled(X)
+        mean, scale = standardizer(filled[mask])
+        gen = torch.Generator().manual_seed(int(self.random_state or 0))
+        params = self._init_params(gen, X.shape[2])
+        inputs = (torch.as_tensor(filled, device=dev), torch.as_tensor(mask, device=dev))
+        self._train(params, mean, scale, inputs, y, dev)
+
+    def _decision(self, X: np.ndarray) -> np.ndarray:
+        # float64 on CPU so that scores do not depend on the batch they come in
+        filled, mask = zero_filled(X)
+        acts = torch.as_tensor(filled, dtype=torch.float64)
+        with torch.no_grad():
+            return self._forward(self._params_like(acts), (acts, torch.as_tensor(mask))).numpy()
+
+    def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
+        """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
+        → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
+        mask = check_token_acts(self, acts, mask)
+        return self._forward(self._params_like(acts), (acts, mask))
+
+
+class AttentionProbe(PooledTokenProbe):
     """Attention pooling over tokens, then a linear read-out.
 
     For standardized tokens ``z_t``: ``a = softmax_t(z_t · q)`` over real tokens,
@@ -56,7 +96,6 @@ class AttentionProbe(TorchStateProbe):
     """
 
     kind = "attention"
-    token_level = True
 
     def __init__(self, lr: float = 1e-2, weight_decay: float = 1e-4, max_epochs: int = 200,
                  batch_size: int = 128, validation_fraction: float = 0.2, patience: int = 10,
@@ -70,37 +109,17 @@ class AttentionProbe(TorchStateProbe):
         self.random_state = random_state
         self.device = device
 
+    def _init_params(self, gen: torch.Generator, d: int) -> dict[str, Tensor]:
+        return {"q": init_normal(gen, d, fan_in=d) * 0.1,
+                "w": init_normal(gen, d, fan_in=d) * 0.1, "b": torch.zeros(1)}
+
     def _forward(self, params: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
         acts, mask = inputs
-        z = (acts - params["mean"]) / params["scale"]
-        z = torch.where(mask[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+        z = standardized_tokens(params, acts, mask)
         scores = (z @ params["q"]).masked_fill(~mask, float("-inf"))
         attn = torch.softmax(scores, dim=-1)
         pooled = (attn[..., None] * z).sum(-2)
         return pooled @ params["w"] + params["b"][0]
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        dev = default_device(self.device)
-        filled, mask = zero_filled(X)
-        mean, scale = standardizer(filled[mask])
-        d = X.shape[2]
-        gen = torch.Generator().manual_seed(int(self.random_state or 0))
-        params = {"q": init_normal(gen, d, fan_in=d) * 0.1,
-                  "w": init_normal(gen, d, fan_in=d) * 0.1, "b": torch.zeros(1)}
-        inputs = (torch.as_tensor(filled, device=dev), torch.as_tensor(mask, device=dev))
-        self._train(params, mean, scale, inputs, y, dev)
-
-    def _decision(self, X: np.ndarray) -> np.ndarray:
-        filled, mask = zero_filled(X)
-        acts = torch.as_tensor(filled, dtype=torch.float64)
-        with torch.no_grad():
-            return self._forward(self._params_like(acts), (acts, torch.as_tensor(mask))).numpy()
-
-    def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
-        """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
-        → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
-        mask = check_token_acts(self, acts, mask)
-        return self._forward(self._params_like(acts), (acts, mask))
 
 
 class TokenLinearProbe(BaseProbe):

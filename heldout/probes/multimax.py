@@ -25,15 +25,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from heldout.errors import ProbeError
-from heldout.probes.attention import check_token_acts, zero_filled
-from heldout.probes.base import default_device
-from heldout.probes.mlp import TorchStateProbe, init_normal, standardizer
-
-
-def _standardized(params: dict[str, Tensor], acts: Tensor, mask: Tensor) -> Tensor:
-    """Standardized tokens, zero where ``mask`` is false (padding may hold junk)."""
-    z = (acts - params["mean"]) / params["scale"]
-    return torch.where(mask[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+from heldout.probes.attention import PooledTokenProbe, standardized_tokens
+from heldout.probes.mlp import init_normal
 
 
 def _positive_int(name: str, value: object, default: int) -> None:
@@ -42,38 +35,7 @@ def _positive_int(name: str, value: object, default: int) -> None:
                          fix=f"use {name}={default}")
 
 
-class _MaxPoolProbe(TorchStateProbe):
-    """Shared fitting and scoring; subclasses give ``_init_params`` and ``_forward``."""
-
-    token_level = True
-
-    def _init_params(self, gen: torch.Generator, d: int) -> dict[str, Tensor]:
-        raise NotImplementedError
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        dev = default_device(self.device)
-        filled, mask = zero_filled(X)
-        mean, scale = standardizer(filled[mask])
-        gen = torch.Generator().manual_seed(int(self.random_state or 0))
-        params = self._init_params(gen, X.shape[2])
-        inputs = (torch.as_tensor(filled, device=dev), torch.as_tensor(mask, device=dev))
-        self._train(params, mean, scale, inputs, y, dev)
-
-    def _decision(self, X: np.ndarray) -> np.ndarray:
-        # float64 on CPU so that scores do not depend on the batch they come in
-        filled, mask = zero_filled(X)
-        acts = torch.as_tensor(filled, dtype=torch.float64)
-        with torch.no_grad():
-            return self._forward(self._params_like(acts), (acts, torch.as_tensor(mask))).numpy()
-
-    def torch_logits(self, acts: Tensor, mask: Tensor) -> Tensor:
-        """``acts : Float[Tensor, "batch pos d_model"]``, ``mask : Bool[Tensor, "batch pos"]``
-        → ``Float[Tensor, "batch"]``, differentiable in ``acts`` only."""
-        mask = check_token_acts(self, acts, mask)
-        return self._forward(self._params_like(acts), (acts, mask))
-
-
-class MultiMaxProbe(_MaxPoolProbe):
+class MultiMaxProbe(PooledTokenProbe):
     """Sum over ``heads`` of the hard max over tokens of each head's score.
 
     For standardized tokens ``z_t``: ``logit = Σ_h max_t (z_t · w_h) + b``, the max over
@@ -108,14 +70,14 @@ class MultiMaxProbe(_MaxPoolProbe):
 
     def _forward(self, params: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
         acts, mask = inputs
-        z = _standardized(params, acts, mask)
+        z = standardized_tokens(params, acts, mask)
         head = (z @ params["w"].T).masked_fill(~mask[..., None], float("-inf"))
         top = head.max(dim=1).values                      # (batch, heads)
         top = torch.where(mask.any(1, keepdim=True), top, torch.zeros_like(top))
         return top.sum(-1) + params["b"][0]
 
 
-class RollingAttentionProbe(_MaxPoolProbe):
+class RollingAttentionProbe(PooledTokenProbe):
     """Attention pooling within sliding windows of ``window`` real tokens, max over windows.
 
     For standardized tokens ``z_t`` in order (padding skipped, wherever it lies), every
@@ -149,7 +111,7 @@ class RollingAttentionProbe(_MaxPoolProbe):
 
     def _forward(self, params: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
         acts, mask = inputs
-        z = _standardized(params, acts, mask)
+        z = standardized_tokens(params, acts, mask)
         W = int(self.window)
         # real tokens first, in their order, so that a window is W consecutive real tokens
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
