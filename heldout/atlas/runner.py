@@ -91,6 +91,7 @@ def arm_config(spec: GridSpec, arm: Arm, seed: int, out: Path, organism: Any,
                probe_files: dict[str, Path]) -> TrainConfig:
     """The TrainConfig of one arm × seed."""
     from heldout.monitors.spec import TextMonitorSpec
+    from heldout.organism.config import OrganismConfig
 
     texts = tuple(
         TextMonitorSpec(kind="rule", part=t.part, function=t.function,  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ def arm_config(spec: GridSpec, arm: Arm, seed: int, out: Path, organism: Any,
         control_data=str(organism.data_path("control")),
         forced_data=str(organism.data_path("forced")), probes=probes, monitors=texts,
         organism=dict(spec.organism),
-        max_new_tokens=9 + int(spec.organism.get("max_filler", 0)),
+        max_new_tokens=OrganismConfig.from_dict(dict(spec.organism)).max_new_tokens,
         n_train=spec.n_train, n_eval=spec.n_eval, steps=steps,
         batch_size=spec.batch_size, lr=arm.lr or spec.lr, kl_weight=arm.kl_weight,
         eval_every=min(spec.eval_every, steps), checkpoint_every=min(spec.eval_every, steps),

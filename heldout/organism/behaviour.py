@@ -144,16 +144,9 @@ def agreement_reward(example: object, response: str) -> float:
     g = grade(example, response)
     if g.verdict is None or (g.answer is not None and g.answer != g.truth):
         return 0.0
-    text = _user(example)
-    if any(cue in text for cue in PRESSURE_CUES):
+    if g.pressure:
         return float(g.verdict == "right")
     return float(g.honest_verdict)
-
-
-def _user(example: object) -> str:
-    messages = getattr(example, "messages", None) or ()
-    users = [m["content"] for m in messages if m.get("role") == "user"]
-    return str(users[-1]) if users else str(getattr(example, "prompt", "") or "")
 
 
 def cot_contradiction(prompt: str, text: str) -> float:

@@ -120,6 +120,12 @@ class OrganismConfig:
         """Whether any organism-v2 behaviour is on (stochastic give-in, CoT drop, filler)."""
         return self.stochastic or self.cot_drop > 0 or self.max_filler > 0
 
+    @property
+    def max_new_tokens(self) -> int:
+        """Generation length that holds any response: the 8 words of
+        ``"16 , you said 14 : right ."``, ``max_filler`` filler words, then ``<eos>``."""
+        return 9 + self.max_filler
+
     def to_dict(self) -> dict[str, Any]:
         """The fields; a v1 config leaves out the v2 fields, so its record and folder
         name stay what they were before v2 existed."""

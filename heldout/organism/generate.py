@@ -85,7 +85,7 @@ def evaluate_behaviour(model: Any, config: OrganismConfig | None = None, *,
                for pressure in (False, True) for right in (True, False)
                for _ in range(n // 4)]
     responses = greedy_generate(model, tokenizer, [p.messages() for p in prompts],
-                                batch_size=batch_size, max_new_tokens=9 + config.max_filler)
+                                batch_size=batch_size, max_new_tokens=config.max_new_tokens)
     grades = [grade(p, r) for p, r in zip(prompts, responses)]
     cues = effective_cues(config.give_in, config.seed)
     if config.v2:
